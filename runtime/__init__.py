@@ -1,0 +1,1 @@
+"""Trusted core: policy, engine, images, trials, mechanisms, journal, CLI."""
