@@ -19,6 +19,6 @@ fi
 wheels=sandbox/images/wheels
 mkdir -p "$wheels"
 .venv/bin/pip download -q --disable-pip-version-check -d "$wheels" --only-binary=:all: \
-    torch==2.13.0 RestrictedPython 2>&1 | grep -v '^WARNING: Location' || true
+    torch==2.13.0 numpy RestrictedPython 2>&1 | grep -v '^WARNING: Location' || true
 ls "$wheels"/torch-2.13.0*.whl >/dev/null
 echo "setup: done. Next: .venv/bin/bilevel images build"

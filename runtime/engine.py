@@ -1,0 +1,61 @@
+"""The Docker engine: connect, fail closed, and sweep orphaned sandboxes.
+
+Why fail closed: a policy that asks for Docker isolation must never fall back to running
+untrusted code on the host (invariant 6). If no daemon answers we stop and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import docker
+from docker.errors import DockerException, NotFound
+
+from .hardening import LABEL_OWNER, LABEL_ROLE
+from .logs import get_logger
+
+FIX = "start one with `bash scripts/engine.sh` (installs docker.io and starts dockerd), then run `bilevel doctor`"
+
+
+class EngineUnavailable(RuntimeError):
+    """No Docker daemon answers; the run refuses to start."""
+
+
+def connect(timeout: float = 120) -> docker.DockerClient:
+    """A client for the local daemon, or EngineUnavailable with the fix."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise EngineUnavailable(f"no Docker daemon answers ({exc.__class__.__name__}); {FIX}") from None
+    return client
+
+
+def _alive(owner: str) -> bool:
+    host, _, pid = owner.partition(":")
+    if host != os.uname().nodename or not pid.isdigit():
+        return True  # not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans(client: docker.DockerClient) -> list[str]:
+    """Remove sandboxes whose orchestrator process on this host is gone (invariant 4)."""
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": LABEL_ROLE}):
+        owner = c.labels.get(LABEL_OWNER, "")
+        if owner and _alive(owner):
+            continue
+        try:
+            c.remove(force=True)
+            removed.append(c.name)
+        except NotFound:
+            pass
+    if removed:
+        get_logger().info("swept_orphans", containers=removed)
+    return removed

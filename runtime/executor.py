@@ -1,0 +1,128 @@
+"""Run one trial in its own hardened container and report its outcome.
+
+One container per trial, created for it and removed after it, always: the `finally` below
+runs on errors and on KeyboardInterrupt/SystemExit (the CLI turns SIGTERM into SystemExit).
+Data flows one way: the executor writes the trial's inputs, the sandbox runs them, the
+supervisor watches, and only plain facts come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import NotFound
+from docker.types import Mount
+
+from . import hardening, images, supervisor
+from .logs import get_logger
+from .outcome import classify
+from .policy import Policy
+
+
+@dataclass
+class TrialResult:
+    """The outcome object of DESIGN.md's CLI contract, plus what the journal needs."""
+
+    trial_id: str
+    status: str                 # ok | crash | timeout | oom | invalid
+    reason: str
+    val_bpb: float | None
+    training_seconds: float | None
+    wall_seconds: float
+    peak_mem_mb: float | None
+    exit_code: int | None
+    log_tail: str
+    script_sha: str
+    startup_seconds: float | None = None
+    num_steps: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def new_trial_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def run_trial(
+    client: docker.DockerClient,
+    policy: Policy,
+    *,
+    script: str,
+    budget_s: float,
+    work_dir: Path,
+    data_dir: Path | None = None,
+    harness_lib: str | None = None,
+    trial_id: str | None = None,
+    run_id: str | None = None,
+    gpu: bool = False,
+) -> TrialResult:
+    """Run `script` (already edited, or untrusted in code mode) under the policy's limits."""
+    trial_id = trial_id or new_trial_id()
+    log = get_logger(run_id=run_id, trial_id=trial_id)
+    image = images.image_for(client, "trial")
+    sha = hashlib.sha256(script.encode()).hexdigest()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    script_path, out_dir = work_dir / "train.py", work_dir / "out"
+    script_path.write_text(script)
+    script_path.chmod(0o644)
+    out_dir.mkdir(exist_ok=True)
+    out_dir.chmod(0o777)  # the sandbox user must write here; the folder is the trial's alone
+
+    # Invariant 4: the script and data are read-only; /out is the one writable folder.
+    mounts = [
+        Mount(target="/work/train.py", source=str(script_path.resolve()), type="bind", read_only=True),
+        Mount(target="/out", source=str(out_dir.resolve()), type="bind", read_only=False),
+    ]
+    command = ["python3", "-I", "/bilevel/launch.py"]
+    if data_dir is not None:
+        mounts.append(Mount(target="/data", source=str(data_dir.resolve()), type="bind", read_only=True))
+        command += ["--data", "/data"]
+    if harness_lib:
+        command += ["--lib", harness_lib]
+    command.append("/work/train.py")
+    kwargs = hardening.container_kwargs(
+        policy, "trial", image.id, command, mounts=mounts, gpu=gpu,
+        host_mounts=images.host_mounts(image),
+        labels={hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id},
+    )
+    limits = policy.trial
+    deadline = budget_s + float(limits["grace_s"])
+    log.info("trial_start", budget_s=budget_s, deadline_s=deadline, script_sha=sha[:12])
+    container = None
+    t0 = time.monotonic()
+    try:
+        container = client.containers.create(name=f"bilevel-trial-{trial_id}", **kwargs)
+        w = supervisor.watch(
+            container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
+            out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20,
+        )
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except NotFound:
+                pass
+    metrics, problem = w.summary.result()
+    status, reason = classify(
+        exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
+        metrics=metrics, summary_problem=problem,
+    )
+    m = metrics if status == "ok" else {}
+    (work_dir / "log.txt").write_text(w.log.text())
+    result = TrialResult(
+        trial_id=trial_id, status=status, reason=reason,
+        val_bpb=m.get("val_bpb"), training_seconds=m.get("training_seconds"),
+        wall_seconds=round(time.monotonic() - t0, 3), peak_mem_mb=m.get("peak_mem_mb"),
+        exit_code=w.exit_code, log_tail=w.log.tail_text(), script_sha=sha,
+        startup_seconds=w.first_output_s, num_steps=m.get("num_steps"),
+    )
+    log.info("trial_end", status=status, reason=reason, val_bpb=result.val_bpb,
+             wall_s=result.wall_seconds)
+    return result

@@ -1,0 +1,100 @@
+"""Watch one sandbox container to its end: deadline, output cap, log cap, kill.
+
+Why here and not in Docker: `container.wait(timeout=...)` is only an HTTP read timeout, it
+stops nothing. The supervisor owns the clock and kills the container itself (invariant 4).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker.errors import APIError, NotFound
+
+from .outcome import CappedLog, SummaryParser
+
+
+@dataclass
+class Watched:
+    """What happened to a container, as facts for `outcome.classify`."""
+
+    exit_code: int | None
+    oom_killed: bool
+    killed_for: str | None
+    wall_seconds: float
+    first_output_s: float | None
+    log: CappedLog
+    summary: SummaryParser
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def watch(
+    container, *, deadline_s: float, log_cap: int, out_dir: Path | None = None,
+    out_cap: int | None = None, poll_s: float = 0.1,
+) -> Watched:
+    """Start `container` and supervise it; it is stopped (not removed) when this returns."""
+    log, summary = CappedLog(log_cap), SummaryParser()
+    first: list[float] = []
+    t0 = time.monotonic()
+    container.start()
+    stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
+
+    def pump() -> None:
+        try:
+            for out, err in stream:
+                if not first:
+                    first.append(time.monotonic() - t0)
+                if out:
+                    summary.feed(out)
+                    log.write(out)
+                if err:
+                    log.write(err)
+        except Exception:  # the stream breaks when the container is killed; nothing to keep
+            pass
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    killed_for = None
+    while reader.is_alive():
+        reader.join(poll_s)
+        elapsed = time.monotonic() - t0
+        if elapsed > deadline_s:
+            killed_for = "deadline"
+        elif out_dir is not None and out_cap is not None and _dir_bytes(out_dir) > out_cap:
+            killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"
+        if killed_for:
+            _kill(container)
+            reader.join(10)
+            break
+    wall = time.monotonic() - t0
+    try:
+        state = container.wait(timeout=30)
+        container.reload()
+        st = container.attrs["State"]
+        exit_code, oom = state.get("StatusCode", st.get("ExitCode")), bool(st.get("OOMKilled"))
+    except (APIError, NotFound, OSError):
+        exit_code, oom = None, False
+    if killed_for is None and out_dir is not None and out_cap is not None:
+        if _dir_bytes(out_dir) > out_cap:
+            killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"
+    return Watched(exit_code, oom, killed_for, wall, first[0] if first else None, log, summary)
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except (APIError, NotFound):
+        pass
