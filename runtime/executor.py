@@ -121,7 +121,7 @@ def run_trial(
         val_bpb=m.get("val_bpb"), training_seconds=m.get("training_seconds"),
         wall_seconds=round(time.monotonic() - t0, 3), peak_mem_mb=m.get("peak_mem_mb"),
         exit_code=w.exit_code, log_tail=w.log.tail_text(), script_sha=sha,
-        startup_seconds=w.first_output_s, num_steps=m.get("num_steps"),
+        startup_seconds=w.first_output_at - t0 if w.first_output_at else None, num_steps=m.get("num_steps"),
     )
     log.info("trial_end", status=status, reason=reason, val_bpb=result.val_bpb,
              wall_s=result.wall_seconds)

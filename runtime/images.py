@@ -91,7 +91,7 @@ def _base_inputs(client: docker.DockerClient, base: str) -> tuple[str, dict[str,
         try:
             img = client.images.pull(base)
         except docker.errors.APIError as exc:
-            raise ImageError(f"base image {base!r} is not local and could not be pulled: {exc}")
+            raise ImageError(f"base image {base!r} is not local and could not be pulled: {exc}") from None
     return _hash("image", img.id), {LABEL_BASE: f"image:{base}"}
 
 

@@ -25,7 +25,7 @@ class Watched:
     oom_killed: bool
     killed_for: str | None
     wall_seconds: float
-    first_output_s: float | None
+    first_output_at: float | None   # time.monotonic() of the first byte of output
     log: CappedLog
     summary: SummaryParser
 
@@ -56,7 +56,7 @@ def watch(
         try:
             for out, err in stream:
                 if not first:
-                    first.append(time.monotonic() - t0)
+                    first.append(time.monotonic())
                 if out:
                     summary.feed(out)
                     log.write(out)

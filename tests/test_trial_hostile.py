@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from bilevel.runtime import executor
 
 pytestmark = pytest.mark.docker

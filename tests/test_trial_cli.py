@@ -1,0 +1,106 @@
+"""The trial command end to end: clean-up on interrupt, orphan sweeping, failing closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bilevel.runtime import engine, hardening, policy
+
+HOSTILE = Path(__file__).parent / "hostile"
+BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+
+
+def _trial_containers(client, pid: int):
+    owner = f"{os.uname().nodename}:{pid}"
+    return client.containers.list(all=True, filters={"label": f"{hardening.LABEL_OWNER}={owner}"})
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_trial_removes_its_container(docker_client, tmp_path, sig):
+    proc = subprocess.Popen(
+        [*BILEVEL, "trial", "--script", str(HOSTILE / "sleeper.py"), "--budget", "60",
+         "--out", str(tmp_path / "t")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(200):
+            if _trial_containers(docker_client, proc.pid):
+                break
+            time.sleep(0.1)
+        assert _trial_containers(docker_client, proc.pid), "the trial container never appeared"
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert _trial_containers(docker_client, proc.pid) == []
+
+
+@pytest.mark.docker
+def test_orphans_of_dead_orchestrators_are_swept(docker_client):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    p = policy.load()
+    made = []
+    for owner in (f"{os.uname().nodename}:{dead.pid}", hardening.owner_label()):
+        kw = hardening.container_kwargs(p, "trial", "bilevel-trial:latest", ["sleep", "60"])
+        kw["labels"][hardening.LABEL_OWNER] = owner
+        made.append(docker_client.containers.create(**kw))
+    try:
+        removed = engine.sweep_orphans(docker_client)
+        assert made[0].name in removed and made[1].name not in removed
+        names = {c.name for c in docker_client.containers.list(all=True)}
+        assert made[0].name not in names and made[1].name in names
+    finally:
+        made[1].remove(force=True)
+
+
+def _no_daemon_env(tmp_path) -> dict:
+    # A socket path where nothing listens: a local file, no traffic anywhere.
+    return {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+
+
+def test_trial_fails_closed_without_a_daemon(tmp_path):
+    r = subprocess.run([*BILEVEL, "trial", "--script", str(HOSTILE / "control_ok.py"), "--json"],
+                       env=_no_daemon_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "no Docker daemon answers" in r.stderr and "scripts/engine.sh" in r.stderr
+
+
+def test_doctor_names_what_is_missing(tmp_path):
+    r = subprocess.run([*BILEVEL, "doctor"], env=_no_daemon_env(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "[MISSING] docker daemon" in r.stdout and "fix: bash scripts/engine.sh" in r.stdout
+
+
+def test_bad_set_and_bad_policy_are_clear_errors(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text("[trial]\npids = 'many'\n")
+    for args, needle in [
+        (["--set", "N_LAYER=__import__('os')"], "N_LAYER"),
+        (["--set", "NOPE=1"], "NOPE"),
+        (["--policy", str(bad)], "trial.pids"),
+    ]:
+        r = subprocess.run([*BILEVEL, "trial", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.docker
+def test_default_task_trial_is_ok(tmp_path):
+    r = subprocess.run([*BILEVEL, "trial", "--budget", "4", "--json", "--out", str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=300)
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["status"] == "ok", out.get("log_tail", r.stderr)[-2000:]
+    assert 0 < out["val_bpb"] < 8 and out["training_seconds"] >= 4
+    assert set(out) >= {"status", "val_bpb", "training_seconds", "wall_seconds", "peak_mem_mb",
+                        "exit_code", "log_tail"}
