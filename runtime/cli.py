@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
 from pathlib import Path
 
 from ..inner import edits, tasks
-from . import doctor, engine, executor, images
+from . import doctor, engine, executor, images, mechanism_cli, replay, report
+from .display import LiveDisplay
 from .images import ImageError
+from .journal import Journal, JournalError
+from .llm import LLMConfigError
 from .policy import PolicyError, load
+from .run import Run, RunConfig, default_run_dir
 
 
 def cmd_images_build(args: argparse.Namespace) -> int:
@@ -77,6 +82,87 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig(
+        task=args.task, llm=args.llm, levels=[x.strip() for x in args.levels.split(",") if x.strip()],
+        iterations=args.iterations, budget=args.budget, hours=args.hours, max_tokens=args.max_tokens,
+        max_usd=args.max_usd, acceptance=args.acceptance, strategy_every=args.strategy_every,
+        research_every=args.research_every, baseline_repeats=args.baseline_repeats
+        or (3 if args.acceptance == "noise-aware" else 1),
+        seed=args.seed, llm_base_url=args.llm_base_url, offline_fallback=args.offline_fallback,
+        policy=args.policy,
+    )
+    cfg.validate()
+    return cfg
+
+
+def _execute(cfg: RunConfig, run_dir: Path) -> int:
+    policy = load(cfg.policy)
+    with LiveDisplay() as display:
+        runner = Run(cfg, run_dir, policy, display=display)
+        runner.install_signals()
+        print(f"bilevel run in {run_dir}: task {cfg.task}, levels {','.join(cfg.levels)}, "
+              f"{cfg.iterations} iterations of {cfg.budget:g} s"
+              + (f", deadline in {cfg.hours:g} h" if cfg.hours else ""))
+        if cfg.llm == "offline":
+            print("OFFLINE: Level 1 uses the seeded offline proposer, Level 1.5 its heuristic, and Level 2 "
+                  "draws from the reference mechanism library (loaded through the same sandbox).")
+        code = runner.execute()
+    paths = report.write_report(run_dir)
+    print(f"report: {paths['report']}")
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _run_config(args)
+    return _execute(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not (run_dir / "journal.db").exists():
+        raise ValueError(f"{run_dir} holds no run (no journal.db)")
+    with Journal.open_readonly(run_dir) as journal:
+        old = dict(journal.run()["config"])
+    old.pop("deadline", None)
+    for key in ("hours", "iterations", "max_tokens", "max_usd"):
+        if getattr(args, key) is not None:
+            old[key] = getattr(args, key)
+    return _execute(RunConfig(**old), run_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Journal.open_readonly(Path(args.run)) as journal:
+        summary = journal.status_summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"run {summary['run_id']}: {summary['state']} ({summary['state_reason']})")
+    print(f"  trials: {', '.join(f'{k} {v}' for k, v in summary['trials'].items() if v)}")
+    print(f"  baseline {summary['baseline_val_bpb']}  best {summary['best_val_bpb']}")
+    for m in summary["mechanisms"]:
+        flag = "quarantined" if m["quarantined"] else ("active" if m["active"] else "retired")
+        print(f"  mechanism {m['name']} ({m['origin']}, {flag}): {m['calls']}")
+    print(f"  llm: {summary['llm']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    for name, path in report.write_report(Path(args.run)).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.kind == "trial":
+        return replay.replay_trial(Path(args.run), int(args.id))
+    return mechanism_cli.replay_mechanism_command(args.run, args.id)
+
+
+def cmd_mechanism_check(args: argparse.Namespace) -> int:
+    return mechanism_cli.check_command(args.file, args.policy, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,6 +188,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="folder for the trial's script, output and log")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_trial)
+
+    r = sub.add_parser("run", help="a bilevel run (offline by default)")
+    r.add_argument("--task", default="tinygpt")
+    r.add_argument("--llm", default="offline", help="a model name, or offline")
+    r.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (else BILEVEL_LLM_BASE_URL)")
+    r.add_argument("--levels", default="1,1.5,2")
+    r.add_argument("--iterations", type=int, default=12)
+    r.add_argument("--budget", type=float, default=30.0, help="each trial's training budget, seconds")
+    r.add_argument("--hours", type=float, help="wall-clock deadline of the run")
+    r.add_argument("--max-tokens", type=int)
+    r.add_argument("--max-usd", type=float)
+    r.add_argument("--acceptance", default="strict", choices=["strict", "noise-aware"])
+    r.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
+    r.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")
+    r.add_argument("--baseline-repeats", type=int)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--offline-fallback", action="store_true",
+                   help="when the LLM budget runs out, go on offline instead of ending the run")
+    r.add_argument("--policy")
+    r.add_argument("--run-dir")
+    r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("resume", help="continue a run")
+    rs.add_argument("run")
+    for flag, typ in (("--hours", float), ("--iterations", int), ("--max-tokens", int), ("--max-usd", float)):
+        rs.add_argument(flag, type=typ, help="may only grow")
+    rs.set_defaults(func=cmd_resume)
+
+    st = sub.add_parser("status", help="show a run's state (works while it runs)")
+    st.add_argument("run")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    rp = sub.add_parser("report", help="write report.md, results.tsv and progress.png")
+    rp.add_argument("run")
+    rp.set_defaults(func=cmd_report)
+
+    rl = sub.add_parser("replay", help="re-run a recorded trial or mechanism in isolation")
+    rl.add_argument("run")
+    rl.add_argument("kind", choices=["trial", "mechanism"])
+    rl.add_argument("id")
+    rl.set_defaults(func=cmd_replay)
+
+    mc = sub.add_parser("mechanism", help="mechanism tools").add_subparsers(dest="mechanism_command", required=True)
+    chk = mc.add_parser("check", help="run the validation pipeline on one mechanism file")
+    chk.add_argument("file")
+    chk.add_argument("--policy")
+    chk.add_argument("--json", action="store_true")
+    chk.set_defaults(func=cmd_mechanism_check)
     return p
 
 
@@ -114,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
-    except (engine.EngineUnavailable, ImageError, PolicyError, edits.EditError) as exc:
+    except (engine.EngineUnavailable, ImageError, PolicyError, edits.EditError, JournalError,
+            LLMConfigError, ValueError) as exc:
         print(f"bilevel: {exc}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ untrusted code on the host (invariant 6). If no daemon answers we stop and say h
 from __future__ import annotations
 
 import os
+import time
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -21,14 +22,21 @@ class EngineUnavailable(RuntimeError):
     """No Docker daemon answers; the run refuses to start."""
 
 
-def connect(timeout: float = 120) -> docker.DockerClient:
-    """A client for the local daemon, or EngineUnavailable with the fix."""
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as exc:
-        raise EngineUnavailable(f"no Docker daemon answers ({exc.__class__.__name__}); {FIX}") from None
-    return client
+def connect(timeout: float = 120, wait_s: float = 0) -> docker.DockerClient:
+    """A client for the local daemon, or EngineUnavailable with the fix.
+
+    `wait_s` keeps trying that long, for a daemon that is restarting under a run.
+    """
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+            return client
+        except DockerException as exc:
+            if time.monotonic() >= give_up:
+                raise EngineUnavailable(f"no Docker daemon answers ({exc.__class__.__name__}); {FIX}") from None
+            time.sleep(1)
 
 
 def _alive(owner: str) -> bool:

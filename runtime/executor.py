@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import docker
-from docker.errors import NotFound
+import requests
+from docker.errors import DockerException
 from docker.types import Mount
 
 from . import hardening, images, supervisor
@@ -46,6 +48,10 @@ class TrialResult:
         return json.dumps(asdict(self))
 
 
+class InfraError(RuntimeError):
+    """The engine failed under the trial (daemon restarted, API error): not the script's fault."""
+
+
 def new_trial_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -62,6 +68,7 @@ def run_trial(
     trial_id: str | None = None,
     run_id: str | None = None,
     gpu: bool = False,
+    cancel: threading.Event | None = None,
 ) -> TrialResult:
     """Run `script` (already edited, or untrusted in code mode) under the policy's limits."""
     trial_id = trial_id or new_trial_id()
@@ -101,14 +108,18 @@ def run_trial(
         container = client.containers.create(name=f"bilevel-trial-{trial_id}", **kwargs)
         w = supervisor.watch(
             container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
-            out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20,
+            out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20, cancel=cancel,
         )
+    except (DockerException, requests.RequestException) as exc:
+        raise InfraError(f"the Docker engine failed during trial {trial_id}: {exc}") from exc
     finally:
         if container is not None:
             try:
                 container.remove(force=True)
-            except NotFound:
-                pass
+            except (DockerException, requests.RequestException):
+                pass  # gone already, or the engine is down: the orphan sweep removes it later
+    if w.exit_code is None and w.killed_for is None:
+        raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
     metrics, problem = w.summary.result()
     status, reason = classify(
         exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,

@@ -119,6 +119,8 @@ def classify(
     """The trial status and a one-line reason, from facts the supervisor gathered."""
     if killed_for == "deadline":
         return "timeout", "killed at the deadline (budget + grace)"
+    if killed_for == "cancelled":
+        return "interrupted", "cancelled by the run (stop requested)"
     if killed_for:
         return "crash", f"killed: {killed_for}"
     # An OOM needs all three: the engine saw an OOM kill, the exit says SIGKILL, and we did not kill it.

@@ -107,6 +107,11 @@ def parse(text: str, source: str = "<string>") -> Policy:
         given = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy {source}: not valid TOML: {exc}") from None
+    return from_data(given, source)
+
+
+def from_data(given: dict, source: str) -> Policy:
+    """Merge policy data (parsed TOML, or a journaled policy) over the defaults, validating it."""
     merged = _defaults()
     for section, values in given.items():
         if section not in merged:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from docker.errors import APIError, NotFound
 
 from .outcome import CappedLog, SummaryParser
@@ -43,7 +44,7 @@ def _dir_bytes(path: Path) -> int:
 
 def watch(
     container, *, deadline_s: float, log_cap: int, out_dir: Path | None = None,
-    out_cap: int | None = None, poll_s: float = 0.1,
+    out_cap: int | None = None, poll_s: float = 0.1, cancel: threading.Event | None = None,
 ) -> Watched:
     """Start `container` and supervise it; it is stopped (not removed) when this returns."""
     log, summary = CappedLog(log_cap), SummaryParser()
@@ -73,6 +74,8 @@ def watch(
         elapsed = time.monotonic() - t0
         if elapsed > deadline_s:
             killed_for = "deadline"
+        elif cancel is not None and cancel.is_set():
+            killed_for = "cancelled"
         elif out_dir is not None and out_cap is not None and _dir_bytes(out_dir) > out_cap:
             killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"
         if killed_for:
@@ -85,8 +88,8 @@ def watch(
         container.reload()
         st = container.attrs["State"]
         exit_code, oom = state.get("StatusCode", st.get("ExitCode")), bool(st.get("OOMKilled"))
-    except (APIError, NotFound, OSError):
-        exit_code, oom = None, False
+    except (APIError, NotFound, OSError, requests.RequestException):
+        exit_code, oom = None, False  # the engine could not tell: an infrastructure failure
     if killed_for is None and out_dir is not None and out_cap is not None:
         if _dir_bytes(out_dir) > out_cap:
             killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"

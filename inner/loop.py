@@ -1,0 +1,164 @@
+"""Level 1: one iteration of the inner autoresearch loop.
+
+context + constraints -> proposal -> suggest + review -> enforce constraints -> typed edit
+-> sandboxed trial -> acceptance -> observe. Each step that involves a mechanism goes through
+`mechs` (the sandboxed mechanism set); what each mechanism changed is recorded in `effects`,
+so the journal proves which mechanisms ran and what they did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .acceptance import decide
+from .candidates import check_candidate, merge_constraints
+from .edits import Param
+from .proposer import OfflineProposer
+
+MAX_SECTION = 2000        # characters of one mechanism context section in a prompt
+MAX_SECTIONS = 6
+
+
+@dataclass
+class LoopState:
+    """What the loop knows: rebuilt from the journal on resume."""
+
+    space: dict[str, Param]
+    incumbent: dict[str, Any]
+    best: float
+    baseline: float
+    noise: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    guidance: str = ""
+    iteration: int = 0
+
+    def view(self) -> dict:
+        """The read-only snapshot mechanisms see: plain JSON."""
+        return {
+            "iteration": self.iteration,
+            "history": self.history,
+            "incumbent": dict(self.incumbent),
+            "best": self.best,
+            "baseline": self.baseline,
+            "space": {n: {"type": p.type, "min": p.min, "max": p.max, "values": list(p.values)}
+                      for n, p in self.space.items()},
+            "active": list(self.active),
+            "frozen": list(self.frozen),
+        }
+
+
+@dataclass
+class Step:
+    """The pieces a loop needs from outside, passed in so that the loop stays pure logic."""
+
+    mechs: Any                                              # .call_all(hook, *args) -> [(name, out)]
+    propose: Callable[[LoopState, list[dict]], dict | None]  # LLM or offline proposal
+    run_trial: Callable[[dict, str], dict]                  # (config, hypothesis) -> result dict
+    offline: OfflineProposer
+    mode: str = "strict"
+
+
+def _sections(outputs: list[tuple[str, Any]]) -> list[dict]:
+    out = []
+    for name, secs in outputs:
+        for s in secs[:MAX_SECTIONS]:
+            out.append({"title": f"{name}: {s['title'][:80]}", "text": s["text"][:MAX_SECTION]})
+    return out[:MAX_SECTIONS * 2]
+
+
+def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dict, dict, list]:
+    """Gather candidates, let mechanisms review them, enforce constraints, pick one."""
+    sections = _sections(step.mechs.call_all("context", view))
+    for s in sections:
+        effects.setdefault(s["title"].split(":")[0], {}).setdefault("sections", []).append(s["title"])
+    cons = step.mechs.call_all("constraints", view)
+    for name, c in cons:
+        effects.setdefault(name, {})["constraints"] = c
+    merged = merge_constraints(cons)
+    proposal = step.propose(state, sections)
+    suggestions = []
+    for name, cands in step.mechs.call_all("suggest", view):
+        for c in cands:
+            suggestions.append({**c, "source": name})
+        effects.setdefault(name, {})["suggested"] = len(cands)
+    own = [dict(proposal, source="proposer")] if proposal else []
+    # Odd iterations try the mechanisms' suggestions first, even ones the proposer's.
+    candidates = suggestions + own if state.iteration % 2 else own + suggestions
+    for name, reviewed in step.mechs.review_chain(candidates, view):
+        before = json.dumps(candidates, sort_keys=True, default=str)
+        kept = [c for c in reviewed if isinstance(c, dict)]
+        if json.dumps(kept, sort_keys=True, default=str) != before:
+            effects.setdefault(name, {})["reviewed"] = {"in": len(candidates), "out": len(kept)}
+        candidates = kept
+    rejected = []
+    for cand in candidates:
+        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        if values is not None:
+            return {"changes": values, "hypothesis": str(cand.get("hypothesis", ""))[:500],
+                    "source": cand.get("source", "proposer")}, merged, rejected
+        rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
+    for _ in range(50):   # every candidate was refused: a constrained offline step
+        cand = step.offline.propose(state.incumbent, state.active)
+        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        if values is not None:
+            return {**cand, "changes": values, "source": "fallback"}, merged, rejected
+    raise RuntimeError("no candidate satisfies the constraints and the search space")
+
+
+def iterate(state: LoopState, step: Step, chosen: dict | None = None) -> dict:
+    """Run one iteration and return its record (also appended to the state's history).
+
+    `chosen` resumes an iteration whose trial was interrupted: its recorded candidate is run
+    again instead of asking for a new one.
+    """
+    state.iteration += 1
+    view = state.view()
+    effects: dict[str, dict] = {}
+    rejected: list = []
+    if chosen is None:
+        chosen, _merged, rejected = choose(state, step, view, effects)
+    config = {**state.incumbent, **chosen["changes"]}
+    result = step.run_trial(config, chosen["hypothesis"])
+    votes = step.mechs.call_all("accept", result, view)
+    for name, v in votes:
+        if v is not None:
+            effects.setdefault(name, {})["accept"] = v
+    verdict, why = decide(mode=step.mode, status=result["status"], val_bpb=result.get("val_bpb"),
+                          best=state.best, noise=state.noise, votes=votes)
+    repeat = None
+    if verdict == "confirm":
+        repeat = step.run_trial(config, "repeat to confirm: " + chosen["hypothesis"])
+        vals = [v for v in (result.get("val_bpb"), repeat.get("val_bpb")) if v is not None]
+        mean = sum(vals) / len(vals)
+        confirmed = repeat["status"] == "ok" and mean < state.best
+        verdict, why = ("keep", f"confirmed by a repeat (mean {mean:.4f})") if confirmed else (
+            "discard", f"not confirmed by a repeat (mean {mean:.4f})")
+    record = {
+        "iteration": state.iteration,
+        "trial_id": result.get("trial_id"),
+        "changes": chosen["changes"],
+        "config": config,
+        "hypothesis": chosen["hypothesis"],
+        "source": chosen["source"],
+        "status": result["status"],
+        "val_bpb": result.get("val_bpb"),
+        "best_before": state.best,
+        "kept": verdict == "keep",
+        "decision": why,
+        "rejected": rejected,
+        "effects": effects,
+        "repeat_trial_id": repeat.get("trial_id") if repeat else None,
+    }
+    if verdict == "keep":
+        state.incumbent = config
+        state.best = min(state.best, result["val_bpb"])
+    step.mechs.call_all("observe", {k: record[k] for k in (
+        "iteration", "changes", "config", "val_bpb", "best_before", "status", "hypothesis", "kept")})
+    state.history.append({k: record[k] for k in (
+        "iteration", "changes", "val_bpb", "status", "kept", "hypothesis", "source")})
+    return record

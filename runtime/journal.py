@@ -1,0 +1,855 @@
+"""The run journal: one SQLite database per run (`RUN_DIR/journal.db`), its single source of truth.
+
+Why SQLite in WAL mode: an unattended run must survive SIGKILL, power loss and a torn last
+write, and `bilevel status` must read it while the run is live. Every public write is its own
+short transaction, so a crash loses at most the write in flight; SQLite's WAL recovery drops
+an uncommitted or torn tail on the next open.
+
+`synchronous=FULL`: with WAL, NORMAL never corrupts but can lose the last commits on power
+loss. The journal is what tells a resume that a trial finished or that an LLM call was paid
+for; losing that means re-running a trial or paying twice. FULL costs one WAL fsync per
+commit, and commits are a handful per trial (trials take minutes), so durability wins.
+
+A trial is inserted as `running` before its container starts and updated once at its end. A
+logical trial is its `seq`; a rerun after a crash is a new `attempt` of the same seq. Partial
+unique indexes allow at most one finished and one running attempt per seq, so "distinct
+finished trials" is `status IN FINISHED` and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bilevel.runtime.artifacts import ArtifactStore
+from bilevel.runtime.logs import get_logger
+
+DB_NAME = "journal.db"
+APPLICATION = "bilevel"
+BUSY_TIMEOUT_S = 10.0
+INLINE_MAX = 256 * 1024  # larger hook inputs/outputs go to the artifact store
+
+RUN_STATES = ("running", "stopped", "finished", "failed")
+TRIAL_KINDS = ("baseline", "proposal", "repeat")
+FINISHED = ("ok", "crash", "timeout", "oom", "invalid")  # the trial's own outcome
+RERUN = ("interrupted", "infra")  # not the trial's fault: run it again
+TRIAL_STATUSES = ("running", *FINISHED, *RERUN)
+HOOK_OUTCOMES = ("ok", "error", "timeout", "invalid", "fuel", "memory")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# Each step is a list of statements, applied in order in one transaction; never edit a
+# released step, append a new one. The schema version is the number of steps applied.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE run (
+            run_id TEXT PRIMARY KEY,
+            singleton INTEGER NOT NULL DEFAULT 1 UNIQUE CHECK (singleton = 1),
+            created_at TEXT NOT NULL,
+            config TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN {_in(RUN_STATES)}),
+            state_reason TEXT,
+            updated_at TEXT NOT NULL)""",
+        f"""CREATE TABLE trials (
+            trial_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER NOT NULL CHECK (seq >= 0),
+            attempt INTEGER NOT NULL CHECK (attempt >= 1),
+            iteration INTEGER NOT NULL CHECK (iteration >= 0),
+            kind TEXT NOT NULL CHECK (kind IN {_in(TRIAL_KINDS)}),
+            changes TEXT NOT NULL,
+            hypothesis TEXT,
+            script_sha TEXT,
+            status TEXT NOT NULL CHECK (status IN {_in(TRIAL_STATUSES)}),
+            reason TEXT,
+            val_bpb REAL,
+            training_seconds REAL,
+            wall_seconds REAL,
+            peak_mem_mb REAL,
+            exit_code INTEGER,
+            log_ref TEXT,
+            kept INTEGER CHECK (kept IN (0, 1)),
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            UNIQUE (seq, attempt),
+            CHECK ((status = 'ok') = (val_bpb IS NOT NULL)),
+            CHECK (kept IS NOT 1 OR status = 'ok'),
+            CHECK ((status IN ('running', 'interrupted')) = (ended_at IS NULL)))""",
+        f"CREATE UNIQUE INDEX trials_one_finished ON trials (seq) WHERE status IN {_in(FINISHED)}",
+        "CREATE UNIQUE INDEX trials_one_running ON trials (seq) WHERE status = 'running'",
+        "CREATE INDEX trials_status ON trials (status)",
+        """CREATE TABLE llm_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            level TEXT NOT NULL CHECK (level IN ('1', '1.5', '2')),
+            purpose TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_sha256 TEXT,
+            tokens_in INTEGER NOT NULL DEFAULT 0 CHECK (tokens_in >= 0),
+            tokens_out INTEGER NOT NULL DEFAULT 0 CHECK (tokens_out >= 0),
+            usd REAL NOT NULL DEFAULT 0 CHECK (usd >= 0),
+            latency_s REAL,
+            outcome TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            error TEXT,
+            iteration INTEGER,
+            at TEXT NOT NULL)""",
+        """CREATE TABLE mechanisms (
+            mech_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            origin TEXT NOT NULL CHECK (origin IN ('library', 'generated')),
+            source_ref TEXT,
+            activated_at_iteration INTEGER,
+            active INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),
+            quarantined INTEGER NOT NULL DEFAULT 0 CHECK (quarantined IN (0, 1)),
+            quarantine_reason TEXT,
+            quarantined_at_iteration INTEGER,
+            created_at TEXT NOT NULL,
+            CHECK (NOT (active AND quarantined)))""",
+        f"""CREATE TABLE mechanism_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            mech_id INTEGER NOT NULL REFERENCES mechanisms (mech_id),
+            seq INTEGER NOT NULL,
+            hook TEXT NOT NULL,
+            input TEXT,
+            input_ref TEXT,
+            output TEXT,
+            output_ref TEXT,
+            outcome TEXT NOT NULL CHECK (outcome IN {_in(HOOK_OUTCOMES)}),
+            error TEXT,
+            latency_ms REAL,
+            iteration INTEGER,
+            at TEXT NOT NULL,
+            UNIQUE (mech_id, seq),
+            CHECK ((input IS NULL) <> (input_ref IS NULL)))""",
+        """CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            level TEXT NOT NULL CHECK (level IN ('1.5', '2')),
+            iteration INTEGER,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            at TEXT NOT NULL)""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL)""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JournalError(RuntimeError):
+    """A journal that cannot be opened or a write that breaks its rules; the message says why."""
+
+
+class JournalVersionError(JournalError):
+    """The journal's schema version is not one this code can use."""
+
+
+class JournalLocked(JournalError):
+    """Another process holds the journal open for writing."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Any) -> str:
+    """Strict JSON: what the journal holds must load anywhere, so NaN and objects are refused."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _db_path(path: Path | str) -> Path:
+    """A `.db` path or an existing file is the journal itself; anything else is a run dir."""
+    path = Path(path)
+    return path if path.suffix == ".db" or path.is_file() else path / DB_NAME
+
+
+class Journal:
+    """One run's journal. Open with `Journal.open` (writer) or `Journal.open_readonly`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool, lock_fd: int | None
+                 ) -> None:
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+        self._lock_fd = lock_fd
+        self._depth = 0
+        self.artifacts = ArtifactStore(path.parent / "artifacts")
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, *, lock: bool = True, check: bool = True) -> Journal:
+        """Open or create the journal for writing, migrating an older schema.
+
+        `path` is the run directory or the `.db` file. `lock` takes an exclusive flock
+        beside the db so two writers (say, two `bilevel resume`) cannot interleave; SIGKILL
+        releases it. `check` runs `PRAGMA quick_check` and refuses a damaged journal.
+        """
+        path = _db_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _take_lock(path) if lock else None
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                _configure_writer(conn)
+                _migrate(conn, path)
+                if check:
+                    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+                    if verdict != "ok":
+                        raise JournalError(f"journal {path} is damaged: {verdict}")
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return cls(conn, path, readonly=False, lock_fd=lock_fd)
+
+    @classmethod
+    def open_readonly(cls, path: Path | str) -> Journal:
+        """Open for reading only (URI `mode=ro`); works while a writer in another process runs."""
+        path = _db_path(path)
+        if not path.is_file():
+            raise JournalError(f"no journal at {path}")
+        uri = path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot read journal {path}: {e}") from e
+        try:
+            _check_version(conn, path, version, readonly=True)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, readonly=True, lock_fd=None)
+
+    def close(self) -> None:
+        self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Journal]:
+        """Group writes atomically. Nested use becomes a savepoint, undone alone if it raises."""
+        if self.readonly:
+            raise JournalError("journal is open read-only")
+        conn = self._conn
+        if self._depth:
+            name = f"sp{self._depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    def _write(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        """One statement, one transaction; a broken rule (CHECK, FOREIGN KEY) is a JournalError."""
+        try:
+            with self.transaction():
+                return self._conn.execute(sql, params)
+        except sqlite3.IntegrityError as e:
+            raise JournalError(f"journal refused the write: {e}") from e
+
+    def _rows(self, sql: str, params: tuple | dict = ()) -> list[dict]:
+        cur = self._conn.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def integrity_check(self) -> str:
+        """'ok', or SQLite's description of what is damaged."""
+        return self._one("PRAGMA integrity_check")
+
+    def schema_version(self) -> int:
+        return self._one("PRAGMA user_version")
+
+    # ---- run -----------------------------------------------------------------------------
+
+    def init_run(self, run_id: str, config: dict, policy: dict) -> None:
+        """Record the run once, in state `running`."""
+        now = _now()
+        with self.transaction():
+            existing = self._one("SELECT run_id FROM run")
+            if existing is not None:
+                raise JournalError(f"journal already holds run {existing!r}")
+            self._conn.execute(
+                "INSERT INTO run (run_id, created_at, config, policy, state, updated_at)"
+                " VALUES (?, ?, ?, ?, 'running', ?)",
+                (run_id, now, _dumps(config), _dumps(policy), now),
+            )
+
+    def run(self) -> dict | None:
+        """The run row with config and policy decoded, or None before `init_run`."""
+        rows = self._rows("SELECT * FROM run")
+        if not rows:
+            return None
+        run = rows[0]
+        del run["singleton"]
+        run["config"] = json.loads(run["config"])
+        run["policy"] = json.loads(run["policy"])
+        return run
+
+    def set_state(self, state: str, reason: str | None = None) -> None:
+        if state not in RUN_STATES:
+            raise JournalError(f"unknown run state {state!r}; one of {RUN_STATES}")
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE run SET state = ?, state_reason = ?, updated_at = ?",
+                (state, reason, _now()),
+            )
+            if cur.rowcount != 1:
+                raise JournalError("no run recorded yet")
+            self._event("run_state", {"state": state, "reason": reason})
+
+    def update_config(self, config: dict, note: str = "") -> None:
+        """Replace the run's config (a resume with allowed changes), journaling the change."""
+        with self.transaction():
+            old = self.run()
+            if old is None:
+                raise JournalError("no run recorded yet")
+            self._conn.execute(
+                "UPDATE run SET config = ?, updated_at = ?", (_dumps(config), _now())
+            )
+            self._event("config_changed", {"old": old["config"], "new": config, "note": note})
+
+    # ---- trials --------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """The seq a new logical trial gets: one past the highest seen, 0 for the first."""
+        return self._one("SELECT COALESCE(MAX(seq) + 1, 0) FROM trials")
+
+    def start_trial(
+        self,
+        *,
+        iteration: int,
+        kind: str,
+        changes: dict,
+        hypothesis: str | None = None,
+        script_sha: str | None = None,
+        seq: int | None = None,
+    ) -> int:
+        """Insert a `running` trial before its container starts; returns its trial_id.
+
+        `seq=None` starts a new logical trial. Passing the seq of an interrupted one reruns it
+        as the next attempt; a seq already finished or running is refused.
+        """
+        if kind not in TRIAL_KINDS:
+            raise JournalError(f"unknown trial kind {kind!r}; one of {TRIAL_KINDS}")
+        with self.transaction():
+            if seq is None:
+                seq, attempt = self.next_seq(), 1
+            else:
+                prior = self._rows(
+                    "SELECT status, iteration FROM trials WHERE seq = ? ORDER BY attempt", (seq,)
+                )
+                done = [p["status"] for p in prior if p["status"] not in RERUN]
+                if done:
+                    raise JournalError(f"trial seq {seq} is already {done[0]}; not run again")
+                if prior and prior[0]["iteration"] != iteration:
+                    raise JournalError(
+                        f"trial seq {seq} belongs to iteration {prior[0]['iteration']}, "
+                        f"not {iteration}"
+                    )
+                attempt = len(prior) + 1
+            cur = self._conn.execute(
+                "INSERT INTO trials (seq, attempt, iteration, kind, changes, hypothesis,"
+                " script_sha, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (seq, attempt, iteration, kind, _dumps(changes), hypothesis, script_sha, _now()),
+            )
+            return cur.lastrowid
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        status: str,
+        val_bpb: float | None = None,
+        training_seconds: float | None = None,
+        wall_seconds: float | None = None,
+        peak_mem_mb: float | None = None,
+        exit_code: int | None = None,
+        log_ref: str | None = None,
+        reason: str | None = None,
+        kept: bool | None = None,
+    ) -> None:
+        """Record a running trial's end, once. `val_bpb` must be a finite number iff `ok`."""
+        if status not in FINISHED + ("infra",):
+            raise JournalError(f"a trial ends as one of {FINISHED + ('infra',)}, not {status!r}")
+        if status == "ok" and (val_bpb is None or not math.isfinite(val_bpb)):
+            raise JournalError(f"an ok trial needs a finite val_bpb, got {val_bpb!r}")
+        if status != "ok":
+            val_bpb = None
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE trials SET status = ?, val_bpb = ?, training_seconds = ?,"
+                " wall_seconds = ?, peak_mem_mb = ?, exit_code = ?, log_ref = ?, reason = ?,"
+                " kept = ?, ended_at = ? WHERE trial_id = ? AND status = 'running'",
+                (status, val_bpb, training_seconds, wall_seconds, peak_mem_mb, exit_code,
+                 log_ref, reason, None if kept is None else int(kept), _now(), trial_id),
+            )
+            if cur.rowcount != 1:
+                now = self._one("SELECT status FROM trials WHERE trial_id = ?", (trial_id,))
+                raise JournalError(f"trial {trial_id} is not running (status {now!r})")
+
+    def set_kept(self, trial_id: int, kept: bool) -> None:
+        """Record the keep/discard decision for a finished trial."""
+        cur = self._write(
+            f"UPDATE trials SET kept = ? WHERE trial_id = ? AND status IN {_in(FINISHED)}"
+            " AND (status = 'ok' OR NOT ?)",
+            (int(kept), trial_id, int(kept)),
+        )
+        if cur.rowcount != 1:
+            raise JournalError(f"trial {trial_id} cannot be kept: only a finished ok trial can")
+
+    def mark_running_trials_interrupted(self) -> list[int]:
+        """At resume: trials left `running` by a dead process become `interrupted`."""
+        with self.transaction():
+            ids = [r[0] for r in self._conn.execute(
+                "SELECT trial_id FROM trials WHERE status = 'running' ORDER BY trial_id")]
+            if ids:
+                self._conn.execute(
+                    "UPDATE trials SET status = 'interrupted' WHERE status = 'running'")
+                self._event("trials_interrupted", {"trial_ids": ids})
+        if ids:
+            get_logger().warning("journal.trials_interrupted", trial_ids=ids)
+        return ids
+
+    def trial(self, trial_id: int) -> dict | None:
+        rows = self._trials("WHERE trial_id = ?", (trial_id,))
+        return rows[0] if rows else None
+
+    def trials(self) -> list[dict]:
+        """Every attempt, in the order they were started."""
+        return self._trials("ORDER BY trial_id")
+
+    def finished_trials(self) -> list[dict]:
+        """Distinct finished trials (one per seq), in seq order."""
+        return self._trials(f"WHERE status IN {_in(FINISHED)} ORDER BY seq")
+
+    def trials_to_rerun(self) -> list[dict]:
+        """Latest attempt of each seq that ended interrupted/infra and has not been rerun."""
+        return self._trials(
+            f"WHERE status IN {_in(RERUN)} AND attempt = "
+            "(SELECT MAX(attempt) FROM trials AS t2 WHERE t2.seq = trials.seq) ORDER BY seq"
+        )
+
+    def trial_counts(self) -> dict[str, int]:
+        """Attempts by status, every status present (zeros included) for a stable shape."""
+        counts = dict.fromkeys(TRIAL_STATUSES, 0)
+        for status, n in self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def _trials(self, where: str, params: tuple = ()) -> list[dict]:
+        rows = self._rows(f"SELECT * FROM trials {where}", params)
+        for row in rows:
+            row["changes"] = json.loads(row["changes"])
+            row["kept"] = None if row["kept"] is None else bool(row["kept"])
+        return rows
+
+    # ---- LLM calls -----------------------------------------------------------------------
+
+    def record_llm_call(
+        self,
+        *,
+        level: str,
+        purpose: str,
+        model: str,
+        outcome: str,
+        prompt_sha256: str | None = None,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        usd: float = 0.0,
+        latency_s: float | None = None,
+        attempts: int = 1,
+        error: str | None = None,
+        iteration: int | None = None,
+    ) -> int:
+        cur = self._write(
+            "INSERT INTO llm_calls (level, purpose, model, prompt_sha256, tokens_in, tokens_out,"
+            " usd, latency_s, outcome, attempts, error, iteration, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (level, purpose, model, prompt_sha256, tokens_in, tokens_out, usd, latency_s,
+             outcome, attempts, error, iteration, _now()),
+        )
+        return cur.lastrowid
+
+    def llm_totals(self) -> dict[str, Any]:
+        """`{calls, tokens, usd}` spent so far: what the budget checks read."""
+        calls, tokens, usd = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(tokens_in + tokens_out), 0), COALESCE(SUM(usd), 0)"
+            " FROM llm_calls"
+        ).fetchone()
+        return {"calls": calls, "tokens": tokens, "usd": float(usd)}
+
+    # ---- mechanisms ----------------------------------------------------------------------
+
+    def add_mechanism(
+        self,
+        *,
+        name: str,
+        origin: str,
+        source_ref: str | None = None,
+        activated_at_iteration: int | None = None,
+        active: bool = True,
+    ) -> int:
+        cur = self._write(
+            "INSERT INTO mechanisms (name, origin, source_ref, activated_at_iteration, active,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, origin, source_ref, activated_at_iteration, int(active), _now()),
+        )
+        return cur.lastrowid
+
+    def set_mechanism_active(self, mech_id: int, active: bool) -> None:
+        cur = self._write(
+            "UPDATE mechanisms SET active = ? WHERE mech_id = ? AND NOT quarantined",
+            (int(active), mech_id),
+        )
+        if cur.rowcount != 1:
+            raise JournalError(f"mechanism {mech_id} is unknown or quarantined")
+
+    def quarantine_mechanism(self, mech_id: int, reason: str, iteration: int | None = None) -> None:
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE mechanisms SET active = 0, quarantined = 1, quarantine_reason = ?,"
+                " quarantined_at_iteration = ? WHERE mech_id = ?",
+                (reason, iteration, mech_id),
+            )
+            if cur.rowcount != 1:
+                raise JournalError(f"no mechanism {mech_id}")
+            self._event("mechanism_quarantined", {"mech_id": mech_id, "reason": reason})
+
+    def mechanisms(self) -> list[dict]:
+        rows = self._rows("SELECT * FROM mechanisms ORDER BY mech_id")
+        for row in rows:
+            row["active"], row["quarantined"] = bool(row["active"]), bool(row["quarantined"])
+        return rows
+
+    def record_mechanism_call(
+        self,
+        *,
+        mech_id: int,
+        hook: str,
+        input: Any,
+        output: Any = None,
+        outcome: str,
+        error: str | None = None,
+        latency_ms: float | None = None,
+        iteration: int | None = None,
+    ) -> int:
+        """Journal one hook call; its input is what a replay re-feeds, so it is stored whole."""
+        in_text, in_ref = self._pack(input)
+        out_text, out_ref = self._pack(output)
+        with self.transaction():
+            seq = self._one(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM mechanism_calls WHERE mech_id = ?",
+                (mech_id,),
+            )
+            cur = self._write(
+                "INSERT INTO mechanism_calls (mech_id, seq, hook, input, input_ref, output,"
+                " output_ref, outcome, error, latency_ms, iteration, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mech_id, seq, hook, in_text, in_ref, out_text, out_ref, outcome, error,
+                 latency_ms, iteration, _now()),
+            )
+            return cur.lastrowid
+
+    def mechanism_calls(self, mech_id: int) -> list[dict]:
+        """A mechanism's calls in the order made, inputs and outputs decoded: a replay's script."""
+        rows = self._rows(
+            "SELECT * FROM mechanism_calls WHERE mech_id = ? ORDER BY seq", (mech_id,)
+        )
+        for row in rows:
+            row["input"] = self._unpack(row.pop("input"), row.pop("input_ref"))
+            row["output"] = self._unpack(row.pop("output"), row.pop("output_ref"))
+        return rows
+
+    def _pack(self, value: Any) -> tuple[str | None, str | None]:
+        """(inline JSON, None), or (None, artifact ref) when large. The artifact is written
+        before the row, so a ref in the journal always names a file that exists."""
+        text = _dumps(value)
+        if len(text) <= INLINE_MAX:
+            return text, None
+        return None, self.artifacts.put(text)
+
+    def _unpack(self, text: str | None, ref: str | None) -> Any:
+        if ref is not None:
+            return json.loads(self.artifacts.get_text(ref))
+        return None if text is None else json.loads(text)
+
+    # ---- decisions and events ------------------------------------------------------------
+
+    def record_decision(self, *, level: str, kind: str, payload: Any, iteration: int | None = None
+                        ) -> int:
+        cur = self._write(
+            "INSERT INTO decisions (level, iteration, kind, payload, at) VALUES (?, ?, ?, ?, ?)",
+            (level, iteration, kind, _dumps(payload), _now()),
+        )
+        return cur.lastrowid
+
+    def decisions(self) -> list[dict]:
+        rows = self._rows("SELECT * FROM decisions ORDER BY id")
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
+    def event(self, kind: str, payload: Any = None) -> int:
+        with self.transaction():
+            return self._event(kind, payload)
+
+    def _event(self, kind: str, payload: Any) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO events (at, kind, payload) VALUES (?, ?, ?)",
+            (_now(), kind, _dumps(payload)),
+        )
+        return cur.lastrowid
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        rows = self._rows(f"SELECT * FROM events {where} ORDER BY id", params)
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
+    # ---- status --------------------------------------------------------------------------
+
+    def status_summary(self) -> dict[str, Any]:
+        """The journal's part of `bilevel status --json`.
+
+        `best_val_bpb` is the best ok trial that was the baseline or was kept: the incumbent's
+        best, not a lucky discarded run.
+        """
+        run = self.run()
+        calls: dict[int, dict[str, int]] = {}
+        for mech_id, hook, n in self._conn.execute(
+            "SELECT mech_id, hook, COUNT(*) FROM mechanism_calls GROUP BY mech_id, hook"
+        ):
+            calls.setdefault(mech_id, {})[hook] = n
+        baseline = self._one(
+            "SELECT val_bpb FROM trials WHERE status = 'ok' AND kind = 'baseline'"
+            " ORDER BY seq LIMIT 1"
+        )
+        best = self._one(
+            "SELECT MIN(val_bpb) FROM trials"
+            " WHERE status = 'ok' AND (kind = 'baseline' OR kept = 1)"
+        )
+        return {
+            "run_id": run["run_id"] if run else None,
+            "state": run["state"] if run else None,
+            "state_reason": run["state_reason"] if run else None,
+            "trials": self.trial_counts(),
+            "baseline_val_bpb": baseline,
+            "best_val_bpb": best,
+            "mechanisms": [
+                {
+                    "id": m["mech_id"],
+                    "name": m["name"],
+                    "origin": m["origin"],
+                    "active": m["active"],
+                    "quarantined": m["quarantined"],
+                    "calls": calls.get(m["mech_id"], {}),
+                }
+                for m in self.mechanisms()
+            ],
+            "llm": self.llm_totals(),
+        }
+
+
+# ---- opening helpers ---------------------------------------------------------------------
+
+
+def _take_lock(db: Path) -> int:
+    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalLocked(
+            f"journal {db} is open for writing by another process (is the run still live?)"
+        ) from None
+    return fd
+
+
+def _configure_writer(conn: sqlite3.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise JournalError(f"journal could not switch to WAL mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL file after checkpoints
+
+
+def _check_version(conn: sqlite3.Connection, path: Path, version: int, readonly: bool) -> None:
+    if version > SCHEMA_VERSION:
+        raise JournalVersionError(
+            f"journal {path} has schema version {version}, newer than this bilevel's "
+            f"{SCHEMA_VERSION}; upgrade bilevel to open it"
+        )
+    if version == 0:
+        tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise JournalError(f"{path} is an SQLite database but not a bilevel journal")
+        if readonly:
+            raise JournalError(f"journal {path} is empty (the run has not initialized it yet)")
+        return
+    app = conn.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
+    if app is None or app[0] != APPLICATION:
+        raise JournalError(f"{path} is an SQLite database but not a bilevel journal")
+    if readonly and version < SCHEMA_VERSION:
+        raise JournalVersionError(
+            f"journal {path} has schema version {version}, older than this bilevel's "
+            f"{SCHEMA_VERSION}; `bilevel resume` migrates it"
+        )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply pending steps in one transaction, re-reading the version under the write lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_version(conn, path, version, readonly=False)
+        for step in MIGRATIONS[version:]:
+            for statement in step:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION)),
+                 (f"migrated_to_{SCHEMA_VERSION}_at", _now())],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if version < SCHEMA_VERSION:
+        get_logger().info("journal.migrated", path=path.name, old=version, new=SCHEMA_VERSION)
+
+
+# ---- resume: which config changes are allowed ---------------------------------------------
+
+# key -> rule. "may_increase": a resume may raise the value (None means unlimited);
+# "may_change": any change. Any other changed key is refused, naming it.
+RESUME_RULES: dict[str, str] = {
+    "hours": "may_increase",
+    "deadline": "may_increase",
+    "iterations": "may_increase",
+    "max_trials": "may_increase",
+    "max_tokens": "may_increase",
+    "max_usd": "may_increase",
+}
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _order(value: Any) -> float | None:
+    """A number to compare for 'may_increase': numbers, ISO timestamps, None as unlimited."""
+    if value is None:
+        return math.inf
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _allowed(rule: str | None, old: Any, new: Any) -> bool:
+    if rule == "may_change":
+        return True
+    if rule == "may_increase":
+        a, b = _order(old), _order(new)
+        return a is not None and b is not None and b >= a
+    return False
+
+
+def diff_config(old: Mapping, new: Mapping, allowed: Mapping[str, str] | set[str] | None = None
+                ) -> list[str]:
+    """Names of changed settings a resume may not change, sorted; empty means resume may go on.
+
+    Nested dicts compare by dotted name (`budget.hours`); a rule keyed by the last part
+    (`hours`) applies at any depth. `allowed` is a rule table (default `RESUME_RULES`) or a
+    set of names that may change freely. Added and removed keys are changes too.
+    """
+    if allowed is None:
+        rules: Mapping[str, str] = RESUME_RULES
+    elif isinstance(allowed, set | frozenset):
+        rules = dict.fromkeys(allowed, "may_change")
+    else:
+        rules = allowed
+    a, b = _flatten(old), _flatten(new)
+    refused = []
+    missing = object()
+    for name in sorted(a.keys() | b.keys()):
+        before, after = a.get(name, missing), b.get(name, missing)
+        if before == after and type(before) is type(after):
+            continue
+        rule = rules.get(name, rules.get(name.rsplit(".", 1)[-1]))
+        if before is missing or after is missing or not _allowed(rule, before, after):
+            refused.append(name)
+    return refused

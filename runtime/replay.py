@@ -1,0 +1,37 @@
+"""`bilevel replay RUN trial SEQ`: re-run one recorded trial in isolation, on exactly the
+recorded script (from the artifact store) with the run's policy and budget, and say whether
+the outcome is the same."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..inner import tasks
+from . import engine, executor
+from .journal import Journal
+from .policy import from_data
+
+
+def replay_trial(run_dir: Path, seq: int) -> int:
+    with Journal.open_readonly(run_dir) as journal:
+        run = journal.run()
+        rows = [t for t in journal.trials() if t["seq"] == seq and t["status"] not in ("running",)]
+        if not rows:
+            print(f"replay: run {run['run_id']} has no finished trial with seq {seq}")
+            return 2
+        rec = rows[-1]
+        script = journal.artifacts.get_text(rec["script_sha"])
+    cfg = run["config"]
+    policy = from_data(run["policy"], "journal")
+    task = tasks.load(cfg["task"])
+    client = engine.connect()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
+                               data_dir=task.data_dir(), harness_lib=task.harness_lib)
+    print(f"recorded: {rec['status']} val_bpb={rec['val_bpb']} ({rec['reason']})")
+    print(f"replayed: {r.status} val_bpb={r.val_bpb} ({r.reason})")
+    same = r.status == rec["status"]
+    print("same outcome" if same else "outcome diverged")
+    return 0 if same else 1
+
