@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 from ..inner import edits, tasks
-from . import doctor, engine, executor, images, mechanism_cli, replay, report
-from .display import LiveDisplay
+from . import doctor, engine, executor, images
 from .images import ImageError
 from .journal import Journal, JournalError
-from .llm import LLMConfigError
 from .policy import PolicyError, load
-from .run import Run, RunConfig, default_run_dir
+
+# The run loop, its LLM client, the report (matplotlib) and the mechanism tools are imported
+# by the commands that use them, so that `bilevel trial` and `bilevel doctor` start quickly.
 
 
 def cmd_images_build(args: argparse.Namespace) -> int:
@@ -82,7 +82,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
+def _run_config(args: argparse.Namespace):
+    from .run import RunConfig
+
     cfg = RunConfig(
         task=args.task, llm=args.llm, levels=[x.strip() for x in args.levels.split(",") if x.strip()],
         iterations=args.iterations, budget=args.budget, hours=args.hours, max_tokens=args.max_tokens,
@@ -96,7 +98,11 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def _execute(cfg: RunConfig, run_dir: Path) -> int:
+def _execute(cfg, run_dir: Path) -> int:
+    from . import report
+    from .display import LiveDisplay
+    from .run import Run
+
     policy = load(cfg.policy)
     with LiveDisplay() as display:
         runner = Run(cfg, run_dir, policy, display=display)
@@ -109,16 +115,20 @@ def _execute(cfg: RunConfig, run_dir: Path) -> int:
                   "draws from the reference mechanism library (loaded through the same sandbox).")
         code = runner.execute()
     paths = report.write_report(run_dir)
-    print(f"report: {paths['report']}")
+    print(f"report: {paths['report.md']}")
     return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .run import default_run_dir
+
     cfg = _run_config(args)
     return _execute(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from .run import RunConfig
+
     run_dir = Path(args.run)
     if not (run_dir / "journal.db").exists():
         raise ValueError(f"{run_dir} holds no run (no journal.db)")
@@ -148,18 +158,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
     for name, path in report.write_report(Path(args.run)).items():
         print(f"{name}: {path}")
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from . import mechanism_cli, replay
+
     if args.kind == "trial":
         return replay.replay_trial(Path(args.run), int(args.id))
     return mechanism_cli.replay_mechanism_command(args.run, args.id)
 
 
 def cmd_mechanism_check(args: argparse.Namespace) -> int:
+    from . import mechanism_cli
+
     return mechanism_cli.check_command(args.file, args.policy, args.json)
 
 
@@ -249,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
-    except (engine.EngineUnavailable, ImageError, PolicyError, edits.EditError, JournalError,
-            LLMConfigError, ValueError) as exc:
+    except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError) as exc:
         print(f"bilevel: {exc}", file=sys.stderr)
         return 2
 

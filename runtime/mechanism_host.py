@@ -52,10 +52,11 @@ class ContainerTransport:
     """The daemon in its own hardened container, spoken to through the attach socket."""
 
     def __init__(self, client, policy: Policy, *, labels: dict[str, str] | None = None,
-                 image=None) -> None:
+                 image=None, command: list[str] | None = None) -> None:
         image = image if image is not None else images.image_for(client, "mechanism")
         self.cap = int(policy.mechanism["max_message_kb"]) * 1024
-        command = ["python3", "-I", DAEMON, "--max-message-kb", str(policy.mechanism["max_message_kb"])]
+        kb = str(policy.mechanism["max_message_kb"])
+        command = command or ["python3", "-I", DAEMON, "--max-message-kb", kb]
         # Invariant 3: every container setting (no network, read-only root, non-root, limits,
         # empty environment) comes from the one hardening module.
         kwargs = hardening.container_kwargs(
@@ -247,9 +248,15 @@ class SandboxedMechanism:
 
     def start(self) -> LoadResult:
         """Start the sandbox and load the source into it (compile + exec + instantiate)."""
-        if self.replay_file is not None:
-            self.replay_file.parent.mkdir(parents=True, exist_ok=True)
-            self.replay_file.write_text(json.dumps(self.header()) + "\n")
+        try:
+            return self._start()
+        finally:
+            if self.replay_file is not None:
+                # The replay file's header, written once the name is known (even on failure).
+                self.replay_file.parent.mkdir(parents=True, exist_ok=True)
+                self.replay_file.write_text(json.dumps(self.header()) + "\n")
+
+    def _start(self) -> LoadResult:
         t0 = time.monotonic()
         try:
             self.transport = self.factory(self.policy)
@@ -263,8 +270,8 @@ class SandboxedMechanism:
         except ValueError as exc:
             self._quarantine("invalid", f"source does not fit a message: {exc}", hook="load")
             return LoadResult(False, stage="compile", outcome="invalid", error=str(exc))
-        deadline = t0 + float(self.limits["load_timeout_s"])
-        outcome, reply, error = self._roundtrip(data, deadline, float(self.limits["load_timeout_s"]))
+        timeout = float(self.limits["load_timeout_s"])
+        outcome, reply, error = self._roundtrip(data, t0 + timeout, timeout)
         ms = (time.monotonic() - t0) * 1000
         if outcome != "ok":
             stage = reply.get("stage", "load") if isinstance(reply, dict) else "load"
@@ -328,7 +335,9 @@ class SandboxedMechanism:
             return CallResult(False, None, outcome, error, ms, printed[:MAX_PRINT], fuel)
         return CallResult(True, value, "ok", None, ms, printed[:MAX_PRINT], fuel)
 
-    def _roundtrip(self, data: bytes, deadline: float, timeout: float) -> tuple[str, Any, str | None]:
+    def _roundtrip(
+        self, data: bytes, deadline: float, timeout: float
+    ) -> tuple[str, Any, str | None]:
         """(outcome, reply, error). Any protocol breach is the sandbox's failure."""
         assert self.transport is not None
         try:

@@ -140,6 +140,9 @@ CHECKS = {
 
 def check_output(hook: str, value: Any) -> Any:
     """The normalised output of `hook`, or SchemaError saying what is wrong."""
+    # Invariant 3: `value` is what the host's own strict json.loads produced (dict, list, str,
+    # int, float, bool, None); these checks only look at types, lengths and keys, and compare
+    # numbers the host decoded, never an object made in the sandbox.
     if hook not in CHECKS:
         raise SchemaError(f"unknown hook {hook!r}")
     return CHECKS[hook](value)

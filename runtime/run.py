@@ -26,9 +26,9 @@ from ..outer import research, strategy
 from . import engine, executor, logs
 from .journal import Journal, diff_config
 from .llm import Budget, BudgetExceeded, LLMClient, LLMConfig, LLMError, fence
-from .mechset import MechanismSet
 from .policy import Policy
 from .report import results_tsv
+from .run_mechanisms import RunMechanisms
 
 LEVELS = ("1", "1.5", "2")
 INFRA_ATTEMPTS = 3
@@ -168,7 +168,8 @@ class Run:
             tid = self.journal.start_trial(iteration=iteration, kind=kind, changes=changes,
                                            hypothesis=hypothesis, script_sha=sha, seq=seq)
             seq = self.journal.trial(tid)["seq"]
-            self.show(trial={"seq": seq, "started": time.monotonic(), "budget_s": self.cfg.budget,
+            self.show(trial={"seq": seq, "started_monotonic": time.monotonic(), "budget_s": self.cfg.budget,
+                             "deadline_s": self.cfg.budget + float(self.policy.trial["grace_s"]),
                              "changes": changes})
             # Near the deadline the policy decides: "kill" the running trial, or let it "finish".
             left = self.time_left()
@@ -204,7 +205,6 @@ class Run:
                 wall_seconds=r.wall_seconds, peak_mem_mb=r.peak_mem_mb, exit_code=r.exit_code,
                 log_ref=log_ref, reason=r.reason,
             )
-            self.show(trial=None)
             return {"trial_id": tid, "seq": seq, "status": r.status, "val_bpb": r.val_bpb,
                     "training_seconds": r.training_seconds, "peak_mem_mb": r.peak_mem_mb, "reason": r.reason}
         raise Stop("failed", f"the Docker engine failed {INFRA_ATTEMPTS} times in a row; see the log")
@@ -308,14 +308,18 @@ class Run:
     def snapshot(self, trial=None) -> dict:
         s = getattr(self, "state", None)
         usage = self.journal.llm_totals()
+        done = self.journal.finished_trials()
+        best = min((t for t in done if t["status"] == "ok" and (t["kept"] or t["kind"] == "baseline")),
+                   key=lambda t: t["val_bpb"], default=None)
         return {
             "run_id": self.run_id, "iteration": s.iteration if s else 0, "iterations": self.cfg.iterations,
-            "trial": trial, "best": {"val_bpb": s.best if s else None}, "baseline": s.baseline if s else None,
+            "trial": trial, "best": {"val_bpb": best["val_bpb"], "seq": best["seq"]} if best else None,
+            "baseline": s.baseline if s and s.baseline != float("inf") else None,
             "budgets": {"time_left_s": self.time_left(),
                         "tokens_left": None if self.cfg.max_tokens is None else self.cfg.max_tokens - usage["tokens"],
                         "usd_left": None if self.cfg.max_usd is None else self.cfg.max_usd - usage["usd"]},
             "mechanisms": self.mechs.stats() if hasattr(self, "mechs") else [],
-            "recent": s.history[-5:] if s else [],
+            "recent": [{k: t[k] for k in ("seq", "status", "val_bpb", "kept", "hypothesis")} for t in done[-5:]],
         }
 
     def restore_state(self) -> None:
@@ -348,6 +352,7 @@ class Run:
         for _ in range(self.cfg.baseline_repeats - len(done) - len(pending)):
             self.trial(self.defaults, "baseline", kind="baseline", iteration=0)
         self.restore_state()
+        self.show()
         if self.state.baseline == float("inf"):
             raise Stop("failed", "the baseline trial did not end ok; see its log in the report")
 
@@ -375,6 +380,7 @@ class Run:
         if record["kept"]:
             self.journal.set_kept(record["trial_id"], True)
         self.journal.event("iteration", record)
+        self.show()  # after the decision, so the display reports kept or discarded
         self.log.info("iteration", iteration=it, status=record["status"], val_bpb=record["val_bpb"],
                       kept=record["kept"], source=record["source"])
         (self.dir / "results.tsv").write_text(results_tsv(self.journal))
@@ -419,7 +425,7 @@ class Run:
             self.offline = OfflineProposer(self.task.space, self.cfg.seed + len(self.journal.trials()))
             self.make_llm()
             self.restore_state()
-            self.mechs = MechanismSet(self.client, self.policy, self.journal, self.run_id, self.cfg.seed)
+            self.mechs = RunMechanisms(self.client, self.policy, self.journal, self.run_id, self.cfg.seed)
             self.mechs.restore()
             self.log.info("run_start", interrupted=interrupted, llm=self.cfg.llm, levels=self.cfg.levels)
             self.loop()

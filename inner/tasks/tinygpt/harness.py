@@ -18,7 +18,7 @@ import torch.nn.functional as F
 DATA_DIR = "/data"      # read-only split from corpus.prepare(); the launcher may overwrite this
 VOCAB_SIZE = 256        # bytes
 MAX_SEQ_LEN = 128       # context length: every eval window has exactly this many bytes
-EVAL_WINDOWS = 128      # windows spread evenly over val: 128 * 128 = 16384 scored bytes
+EVAL_WINDOWS = 256      # windows spread evenly over val: 256 * 128 = 32768 scored bytes
 EVAL_BATCH = 32         # windows per forward pass (memory only; the result does not depend on it)
 
 

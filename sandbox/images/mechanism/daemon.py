@@ -123,8 +123,14 @@ class Server:
 
     def load(self, msg: dict) -> dict:
         from facades import importer, make_facades
-        from restricted_policy import Fuel, FuelExhausted, Guards, build_builtins, build_globals
-        from restricted_policy import compile_mechanism
+        from restricted_policy import (
+            Fuel,
+            FuelExhausted,
+            Guards,
+            build_builtins,
+            build_globals,
+            compile_mechanism,
+        )
 
         # Invariant 3: one mechanism per process; a second load could see the first's state.
         if self.loaded:

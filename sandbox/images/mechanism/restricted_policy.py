@@ -120,7 +120,7 @@ class FuelPolicy(RestrictingNodeTransformer):
         # Invariant 3: no special methods but __init__; `__eq__`/`__lt__`/`__hash__` objects
         # must not exist to be smuggled into results or to run code during comparisons.
         if node.name.startswith("_") and node.name != "__init__":
-            self.error(node, f'method "{node.name}" is not allowed (only __init__ may start with "_")')
+            self.error(node, f'method "{node.name}": only __init__ may start with "_"')
         node = super().visit_FunctionDef(node)
         # Invariant 3 (fuel): every call of a sandbox function costs one tick.
         node.body.insert(0, _tick_stmt(node))
@@ -376,18 +376,20 @@ class Guards:
             if key.startswith("_") and key not in CLASS_DUNDERS:
                 raise TypeError(f"class attribute {key!r} is not allowed")
         for base in bases:
-            if base is not object and base not in self.sandbox_classes and not (
-                isinstance(base, type) and issubclass(base, Exception) and base.__module__ == "builtins"
-            ):
-                raise TypeError(f"class {name}: base {getattr(base, '__name__', base)!r} is not allowed")
+            builtin_exc = (isinstance(base, type) and issubclass(base, Exception)
+                           and base.__module__ == "builtins")
+            if base is not object and base not in self.sandbox_classes and not builtin_exc:
+                what = getattr(base, "__name__", "?")
+                raise TypeError(f"class {name}: base {what!r} is not allowed")
         cls = type(name, bases, dict(namespace))
         self.sandbox_classes.add(cls)
         return cls
 
 
-CLASS_DUNDERS = frozenset(
-    {"__module__", "__qualname__", "__init__", "__doc__", "__static_attributes__", "__firstlineno__"}
-)
+CLASS_DUNDERS = frozenset({
+    "__module__", "__qualname__", "__init__", "__doc__", "__static_attributes__",
+    "__firstlineno__",
+})
 
 
 class CappedPrint:

@@ -1,0 +1,139 @@
+"""The run's mechanisms: sandboxed, journaled, restorable.
+
+Every hook call goes to the journal with its inputs (so `bilevel replay` can re-feed them),
+a quarantine is journaled with its reason, and on resume each active mechanism is restored
+in a fresh sandbox by replaying its journaled calls in order. A restored mechanism whose
+replay diverges is quarantined rather than trusted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .journal import Journal
+from .mechanism_host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
+from .policy import Policy
+from .validation import validate
+
+
+def mechanism_seed(run_seed: int, mech_id: int) -> int:
+    """Each mechanism's seeded `random`, derived so that a replay can recompute it."""
+    return run_seed * 1000 + mech_id
+
+
+class RunMechanisms:
+    """What the inner loop calls (`call_all`, `review_chain`), plus activation and restore."""
+
+    def __init__(self, client, policy: Policy, journal: Journal, run_id: str, seed: int) -> None:
+        self.client, self.policy, self.journal = client, policy, journal
+        self.run_id, self.seed = run_id, seed
+        self.set = MechanismSet()
+        self.iteration: int | None = None
+        self._journaling = True
+
+    # ---- journaling callbacks -----------------------------------------------------------
+
+    def _on_call(self, rec: CallRecord) -> None:
+        if self._journaling:
+            self.journal.record_mechanism_call(
+                mech_id=rec.mech_id, hook=rec.hook, input=rec.input, output=rec.output,
+                outcome=rec.outcome, error=rec.error, latency_ms=rec.latency_ms, iteration=self.iteration)
+
+    def _on_quarantine(self, info: dict) -> None:
+        reason = f"{info['outcome']} in {info['hook']}: {info['error']}"[:1000]
+        self.journal.quarantine_mechanism(info["mech_id"], reason, iteration=self.iteration)
+
+    def _sandbox(self, mech_id: int, name: str, source: str, policy: Policy | None = None) -> SandboxedMechanism:
+        return SandboxedMechanism(
+            mech_id, source, policy=policy or self.policy, seed=mechanism_seed(self.seed, mech_id), name=name,
+            transport_factory=container_factory(self.client, labels={"bilevel.run": self.run_id}),
+            on_call=self._on_call, on_quarantine=self._on_quarantine, run_id=self.run_id,
+        )
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def validate(self, source: str) -> tuple[bool, str]:
+        """The full validation pipeline (size, AST, compile, load, smoke test) in a sandbox."""
+        verdict = validate(source, self.policy)
+        return verdict.accepted, f"{verdict.stage}: {verdict.reason}"
+
+    def activate(self, name: str | None, origin: str, source: str, iteration: int) -> tuple[bool, str, int]:
+        """Journal and start a validated mechanism; it is called from the next iteration on."""
+        ref = self.journal.artifacts.put(source)
+        mech_id = self.journal.add_mechanism(name=name or "generated", origin=origin, source_ref=ref,
+                                             activated_at_iteration=iteration + 1)
+        mech = self._sandbox(mech_id, name or "generated", source)
+        loaded = mech.start()
+        if not loaded.ok:
+            return False, f"{loaded.stage}: {loaded.error}", mech_id
+        self.set.add(mech)
+        return True, "active", mech_id
+
+    def restore(self) -> list[str]:
+        """Bring back the active mechanisms of a resumed run by replaying their calls."""
+        notes = []
+        for row in self.journal.mechanisms():
+            if not row["active"] or row["quarantined"]:
+                continue
+            source = self.journal.artifacts.get_text(row["source_ref"])
+            mech = self._sandbox(row["mech_id"], row["name"], source)
+            self._journaling = False
+            try:
+                ok = mech.start().ok
+                for rec in self.journal.mechanism_calls(row["mech_id"]):
+                    if not ok:
+                        break
+                    mech.call(rec["hook"], *rec["input"])
+                    got = mech.records[-1]
+                    # Both sides are JSON the host decoded itself (journal and its own record).
+                    ok = got.outcome == rec["outcome"] and got.output == rec["output"]
+            finally:
+                self._journaling = True
+            if ok:
+                self.set.add(mech)
+                notes.append(f"{row['name']}: restored")
+            else:
+                mech.close()
+                if not mech.quarantined:
+                    self.journal.quarantine_mechanism(row["mech_id"], "replay on resume diverged")
+                notes.append(f"{row['name']}: quarantined on resume")
+        return notes
+
+    def retire(self, name: str) -> None:
+        for m in self.set.mechs:
+            if m.name == name and m.active:
+                m.close()
+                self.journal.set_mechanism_active(m.mech_id, False)
+
+    def close(self) -> None:
+        self.set.close()
+
+    # ---- what the loop and the outer levels see -------------------------------------------
+
+    def call_all(self, hook: str, *args: Any) -> list[tuple[str, Any]]:
+        return self.set.call_all(hook, *args)
+
+    def review_chain(self, candidates: list[dict], view: dict):
+        return self.set.review_chain(candidates, view)
+
+    def names(self) -> list[str]:
+        """Active mechanisms by their journaled names (a library mechanism's file name)."""
+        live = {m.mech_id for m in self.set.mechs if m.active}
+        return [row["name"] for row in self.journal.mechanisms() if row["mech_id"] in live]
+
+    def stats(self) -> list[dict]:
+        return [{"name": s["name"], "active": s["active"], "quarantined": s["quarantined"], "calls": s["calls"]}
+                for s in self.set.status()]
+
+
+def journal_replay_inputs(journal: Journal, mech_id: int) -> tuple[dict, list[dict]]:
+    """The replay header and call records of a mechanism, as the journal holds them."""
+    row = next((m for m in journal.mechanisms() if m["mech_id"] == mech_id), None)
+    if row is None:
+        raise ValueError(f"the run has no mechanism {mech_id}")
+    run = journal.run()
+    seed = mechanism_seed(int(run["config"].get("seed", 0)), mech_id)
+    limits = run["policy"]["mechanism"]
+    header = {"mech_id": mech_id, "name": row["name"], "seed": seed, "limits": limits,
+              "source": journal.artifacts.get_text(row["source_ref"])}
+    return header, journal.mechanism_calls(mech_id)

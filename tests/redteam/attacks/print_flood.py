@@ -1,0 +1,6 @@
+# attack: print flood: unbounded print in a loop
+# expect: smoke; fuel
+class Mechanism:
+    def observe(self, record):
+        while True:
+            print("x" * 1000)

@@ -1,0 +1,7 @@
+# attack: re-exported module: from collections import abc
+# expect: load; load
+from collections import abc
+
+class Mechanism:
+    def context(self, view):
+        return [{"title": "x", "text": str(abc)}]
