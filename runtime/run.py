@@ -117,18 +117,20 @@ class Run:
             self.config = config
             return None
         self.run_id = run["run_id"]
-        if run["state"] == "finished":
-            return f"run {self.run_id} has already finished ({run['state_reason']}); nothing to do"
         old = run["config"]
-        if self.cfg.hours is not None:
-            created = datetime.fromisoformat(run["created_at"])
-            config["deadline"] = (created + timedelta(hours=self.cfg.hours)).isoformat()
-        elif "deadline" in old:
+        if old.get("deadline") and (self.cfg.hours is None or self.cfg.hours == old["hours"]):
             config["deadline"], config["hours"] = old["deadline"], old["hours"]
+        elif self.cfg.hours is not None:
+            # The deadline counts from the run's start, whenever it is resumed.
+            start = datetime.fromisoformat(old["deadline"]) - timedelta(hours=old["hours"]) \
+                if old.get("deadline") else datetime.fromisoformat(run["created_at"])
+            config["deadline"] = (start + timedelta(hours=self.cfg.hours)).isoformat()
         refused = diff_config(old, config)
         if refused:
             raise ValueError(f"cannot resume run {self.run_id}: changed setting(s) {', '.join(refused)} "
                              "(only a later deadline or bigger budgets may change)")
+        if run["state"] == "finished" and config == old:
+            return f"run {self.run_id} has already finished ({run['state_reason']}); nothing to do"
         if config != old:
             self.journal.update_config(config, note="resume with allowed changes")
         self.config = config
