@@ -21,7 +21,7 @@ Arguments and return values are plain JSON values.
 
 class Mechanism:
     name = "short-id"
-    def observe(self, record): ...            # after every trial: changes, config, val_bpb, best_before, status, hypothesis
+    def observe(self, record): ...   # after every trial: changes, config, val_bpb, best_before, status, hypothesis
     def context(self, view): return [{"title": "...", "text": "..."}]   # prompt sections
     def constraints(self, view): return {"forbid": [...], "ranges": {"NAME": [lo, hi]}}  # enforced
     def suggest(self, view): return [{"changes": {...}, "hypothesis": "..."}]  # candidates

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
+
 from bilevel.runtime.llm_json import FENCE_RULE, fence, parse_json
 from bilevel.runtime.logs import get_logger
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 __all__ = [
     "FENCE_RULE", "Budget", "BudgetExceeded", "LLMClient", "LLMConfig", "LLMConfigError",

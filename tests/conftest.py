@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime import engine, policy
 
 TEST_POLICY = """

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime import engine, hardening, images, policy
 from bilevel.runtime.mechanism_host import SandboxedMechanism, container_factory
 from bilevel.runtime.mechanism_wire import LineBuffer

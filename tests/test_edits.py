@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bilevel.inner.edits import EditError, Param, apply, parse_value, read_constants, validate
 
 SPACE = {

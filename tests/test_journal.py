@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime import journal as jmod
 from bilevel.runtime.artifacts import ArtifactError, ArtifactStore, ref_of
 from bilevel.runtime.journal import (

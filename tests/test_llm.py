@@ -11,6 +11,7 @@ import time
 
 import pytest
 import structlog
+
 from bilevel.runtime import logs
 from bilevel.runtime.llm import (
     Budget,
@@ -23,6 +24,7 @@ from bilevel.runtime.llm import (
     price_for,
 )
 from bilevel.runtime.llm_json import fence, parse_json
+
 from fake_llm import (
     Delay,
     FakeLLM,

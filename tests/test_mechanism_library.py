@@ -8,9 +8,9 @@ import json
 import math
 
 import pytest
+
 from bilevel.runtime import mechanism_cli
 from bilevel.runtime.validation import SPACE, synthetic_trace
-
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import LIBRARY
 

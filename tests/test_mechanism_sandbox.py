@@ -7,6 +7,8 @@ import struct
 import time
 
 import pytest
+from docker.errors import NotFound
+
 from bilevel.runtime import mechanism_cli
 from bilevel.runtime.mechanism_host import (
     MechanismInputError,
@@ -25,8 +27,6 @@ from bilevel.runtime.mechanism_wire import (
     encode,
 )
 from bilevel.runtime.validation import PolicyViolation, check_source, synthetic_trace
-from docker.errors import NotFound
-
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import (
     mech_policy,

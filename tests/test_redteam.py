@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from bilevel.runtime.validation import smoke_test, validate
 
+from bilevel.runtime.validation import smoke_test, validate
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import (
     SECRET_NAME,

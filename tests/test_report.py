@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime.display import LiveDisplay
 from bilevel.runtime.journal import Journal
 from bilevel.runtime.report import TSV_HEADER, results_tsv, write_report

@@ -13,10 +13,14 @@ import subprocess
 import sys
 
 import pytest
-from fake_llm import FakeLLM, last_user
-from fake_llm import fake_llm_fixture  # noqa: F401
 
 from bilevel.runtime.journal import Journal
+
+from fake_llm import (
+    FakeLLM,
+    fake_llm_fixture,  # noqa: F401
+    last_user,
+)
 
 pytestmark = pytest.mark.docker
 BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime import engine, hardening, policy
 
 HOSTILE = Path(__file__).parent / "hostile"

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from bilevel.runtime import executor
 
 pytestmark = pytest.mark.docker
