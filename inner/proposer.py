@@ -38,6 +38,7 @@ def perturb(param: Param, value: Any, rng: random.Random, scale: float = 1.0) ->
         new = value * math.exp(rng.gauss(0, 0.5 * scale))
     else:
         new = value + rng.gauss(0, 0.1 * scale * ((hi - lo) if hi is not None and lo is not None else 1))
+    new = float(f"{new:.3g}")  # three significant digits: readable, still varied
     return float(min(hi, max(lo, new)))
 
 

@@ -180,6 +180,7 @@ def cmd_mechanism_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ablate import add_ablate_parser
     p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--policy")
     chk.add_argument("--json", action="store_true")
     chk.set_defaults(func=cmd_mechanism_check)
+    add_ablate_parser(sub)
     return p
 
 

@@ -32,7 +32,6 @@ from .run_mechanisms import RunMechanisms
 
 LEVELS = ("1", "1.5", "2")
 INFRA_ATTEMPTS = 3
-STARTUP_S = 10          # allowance for container start and evaluation when fitting a trial in
 
 
 @dataclass
@@ -56,6 +55,11 @@ class RunConfig:
     llm_base_url: str | None = None
     offline_fallback: bool = False
     policy: str | None = None
+    # Set by `bilevel ablate`: a baseline (mean of repeated baseline trials) and its noise (their
+    # standard deviation), measured once elsewhere and shared by every group run, so no run has its
+    # own, noisier baseline. Part of the config: a resume that changes them is refused.
+    baseline_val_bpb: float | None = None
+    noise: float | None = None
 
     def validate(self) -> None:
         bad = [lv for lv in self.levels if lv not in LEVELS]
@@ -63,9 +67,11 @@ class RunConfig:
             raise ValueError(f"--levels: {','.join(self.levels)} must include 1 and be among {LEVELS}")
         if self.acceptance not in ("strict", "noise-aware"):
             raise ValueError("--acceptance must be strict or noise-aware")
-        for name in ("iterations", "strategy_every", "research_every", "baseline_repeats"):
+        for name in ("strategy_every", "research_every", "baseline_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.iterations < 0:  # 0: only the baseline trials (how `bilevel ablate` measures the noise floor)
+            raise ValueError("--iterations must be at least 0")
         if self.budget <= 0:
             raise ValueError("--budget must be positive")
 
@@ -149,7 +155,7 @@ class Run:
     def check_trial_fits(self) -> None:
         """A trial that cannot finish its training inside the deadline is not started."""
         left = self.time_left()
-        need = self.cfg.budget + STARTUP_S
+        need = self.cfg.budget + float(self.policy.trial["startup_s"])
         if left is not None and left < need:
             raise Stop("finished", f"deadline: {max(left, 0):.0f} s left, a trial needs up to {need:.0f} s")
         if self.stop_requested.is_set():
@@ -329,10 +335,13 @@ class Run:
         self.defaults = self.task.defaults()
         base = [t for t in self.journal.finished_trials() if t["kind"] == "baseline"]
         vals = [t["val_bpb"] for t in base if t["status"] == "ok"]
+        if self.cfg.baseline_val_bpb is not None:  # a shared baseline: this run has no baseline trials
+            vals = [self.cfg.baseline_val_bpb]
         self.state = LoopState(space=self.task.space, incumbent=dict(self.defaults),
                                best=min(vals) if vals else float("inf"),
                                baseline=vals[0] if vals else float("inf"),
-                               noise=noise_floor(vals), active=sorted(self.task.space))
+                               noise=noise_floor(vals) if self.cfg.noise is None else self.cfg.noise,
+                               active=sorted(self.task.space))
         for ev in self.journal.events("iteration"):
             rec = ev["payload"]
             self.state.iteration = rec["iteration"]
@@ -347,6 +356,10 @@ class Run:
                 self.state.active, self.state.frozen, self.state.guidance = p["active"], p["frozen"], p["guidance"]
 
     def baseline(self) -> None:
+        if self.cfg.baseline_val_bpb is not None:  # shared baseline: nothing to measure here
+            self.restore_state()
+            self.show()
+            return
         done = [t for t in self.journal.finished_trials() if t["kind"] == "baseline"]
         pending = [t for t in self.journal.trials_to_rerun() if t["kind"] == "baseline"]
         for t in pending:

@@ -95,7 +95,7 @@ cuda = torch.cuda.is_available()
 device = torch.device("cuda" if cuda else "cpu")
 if not cuda:
     torch.set_num_threads(num_threads())
-autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)  # bf16 on GPU only
 train_data = load_split("train")
 
 model = GPT().to(device)

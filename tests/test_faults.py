@@ -1,0 +1,138 @@
+"""Fault injection on whole runs: the Docker daemon restarted under a trial, and the LLM
+endpoint down for a stretch. Each asserts nothing lost, nothing doubled, the run completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bilevel.runtime import engine
+from bilevel.runtime.journal import Journal
+
+from fake_llm import Delay, Status, fake_llm_fixture  # noqa: F401
+
+pytestmark = pytest.mark.docker
+BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _running_seq(run: Path) -> int | None:
+    try:
+        with Journal.open_readonly(run) as j:
+            return next((t["seq"] for t in j.trials() if t["status"] == "running"), None)
+    except Exception:
+        return None
+
+
+def _restart_dockerd() -> None:
+    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    subprocess.run(["bash", str(ROOT / "scripts" / "engine.sh")], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restarting dockerd needs root (CI runs as root)")
+def test_daemon_restart_during_a_trial_is_infra_and_retried(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*BILEVEL, "run", "--levels", "1", "--iterations", "1", "--budget", "8",
+                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if _running_seq(run) == 1:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        time.sleep(3)
+        _restart_dockerd()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    engine.connect(wait_s=30)
+    with Journal.open_readonly(run) as j:
+        attempts = [t for t in j.trials() if t["seq"] == 1]
+        state = j.run()["state"]
+        counts = j.trial_counts()
+    assert state == "finished"
+    assert [t["status"] for t in attempts][0] == "infra"          # not counted as a crash of the proposal
+    assert attempts[-1]["status"] == "ok" and len(attempts) == 2
+    assert counts["crash"] == 0 and counts["ok"] == 2
+
+
+def test_llm_endpoint_down_for_a_stretch_then_recovers(tmp_path, fake_llm):
+    fake_llm.script(Status(503), Status(503), Status(503))
+    fake_llm.responder = lambda msgs: json.dumps({"changes": {"LEARNING_RATE": 0.002}, "hypothesis": "h"})
+    run = tmp_path / "run"
+    env = {**os.environ, "BILEVEL_LLM_BASE_URL": fake_llm.base_url, "BILEVEL_LLM_API_KEY": "k"}
+    r = subprocess.run([*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "1",
+                        "--budget", "1", "--max-tokens", "20000", "--run-dir", str(run)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Journal.open_readonly(run) as j:
+        assert j.run()["state"] == "finished"
+        events = [e["payload"] for e in j.events("iteration")]
+    assert events[0]["changes"] == {"LEARNING_RATE": 0.002}          # the LLM's proposal, after recovery
+    db = sqlite3.connect(f"file:{run / 'journal.db'}?mode=ro", uri=True)
+    attempts = db.execute("SELECT attempts, outcome FROM llm_calls ORDER BY id").fetchall()
+    assert attempts[0] == (4, "ok")                                   # three 503s backed off, then success
+    gaps = [b.at - a.at for a, b in zip(fake_llm.requests, fake_llm.requests[1:], strict=False)]
+    assert all(g > 0.05 for g in gaps[:3])                            # it waited between attempts
+
+
+def test_deadline_reached_mid_trial_kills_it_as_the_policy_says(tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text('[trial]\nstartup_s = 1\nnear_deadline = "kill"\n')   # let a trial start that cannot finish
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    r = subprocess.run([*BILEVEL, "run", "--levels", "1", "--iterations", "5", "--budget", "6",
+                        "--hours", str(22 / 3600), "--policy", str(pol), "--run-dir", str(run)],
+                       capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Journal.open_readonly(run) as j:
+        row = j.run()
+        counts = j.trial_counts()
+    assert row["state"] == "finished" and "deadline" in row["state_reason"]
+    assert counts["interrupted"] == 1 and counts["running"] == 0
+    assert wall < 22 + 20
+
+
+def test_sigkill_during_an_llm_call_then_resume(tmp_path, fake_llm):
+    reply = json.dumps({"changes": {"LEARNING_RATE": 0.002}, "hypothesis": "h"})
+    fake_llm.script(Delay(60, reply))                                  # the first proposal hangs
+    fake_llm.responder = lambda msgs: reply
+    run = tmp_path / "run"
+    env = {**os.environ, "BILEVEL_LLM_BASE_URL": fake_llm.base_url, "BILEVEL_LLM_API_KEY": "k"}
+    args = [*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "2", "--budget", "1",
+            "--run-dir", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(1200):
+            if fake_llm.requests:
+                break
+            assert proc.poll() is None
+            time.sleep(0.1)
+        assert fake_llm.requests, "the run never called the LLM"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    r = subprocess.run([*BILEVEL, "resume", str(run)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Journal.open_readonly(run) as j:
+        assert j.run()["state"] == "finished"
+        assert [t["seq"] for t in j.finished_trials()] == [0, 1, 2]    # nothing lost, nothing doubled
+        assert len(j.events("iteration")) == 2
