@@ -52,6 +52,15 @@ def _alive(owner: str) -> bool:
     return True
 
 
+def remove_labeled(client: docker.DockerClient, labels: list[str]) -> None:
+    """Remove the containers carrying all `labels` ("key=value"), e.g. one a restarted engine lost."""
+    for c in client.containers.list(all=True, filters={"label": labels}):
+        try:
+            c.remove(force=True)
+        except NotFound:
+            pass
+
+
 def sweep_orphans(client: docker.DockerClient) -> list[str]:
     """Remove sandboxes whose orchestrator process on this host is gone (invariant 4)."""
     removed = []

@@ -105,7 +105,8 @@ def run_trial(
     container = None
     t0 = time.monotonic()
     try:
-        container = client.containers.create(name=f"bilevel-trial-{trial_id}", **kwargs)
+        # A unique name: trial ids repeat across runs, and a container the engine lost may linger.
+        container = client.containers.create(name=f"bilevel-trial-{trial_id}-{uuid.uuid4().hex[:8]}", **kwargs)
         w = supervisor.watch(
             container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
             out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20, cancel=cancel,

@@ -197,6 +197,7 @@ class Run:
                 self.journal.finish_trial(tid, status="infra", reason=str(exc)[:500])
                 self.log.warning("trial_infra_failure", trial_id=tid, error=str(exc)[:200])
                 self.client = engine.connect(timeout=120, wait_s=60)
+                engine.remove_labeled(self.client, [f"bilevel.run={self.run_id}", f"bilevel.trial={tid}"])
                 engine.sweep_orphans(self.client)
                 continue
             finally:

@@ -67,8 +67,9 @@ def test_daemon_restart_during_a_trial_is_infra_and_retried(tmp_path):
         state = j.run()["state"]
         counts = j.trial_counts()
     assert state == "finished"
-    assert [t["status"] for t in attempts][0] == "infra"          # not counted as a crash of the proposal
-    assert attempts[-1]["status"] == "ok" and len(attempts) == 2
+    # Retried as infrastructure failures, never counted as a crash of the proposal.
+    assert [t["status"] for t in attempts] == ["infra"] * (len(attempts) - 1) + ["ok"]
+    assert 2 <= len(attempts) <= 3
     assert counts["crash"] == 0 and counts["ok"] == 2
 
 
@@ -94,20 +95,22 @@ def test_llm_endpoint_down_for_a_stretch_then_recovers(tmp_path, fake_llm):
 
 def test_deadline_reached_mid_trial_kills_it_as_the_policy_says(tmp_path):
     pol = tmp_path / "p.toml"
-    pol.write_text('[trial]\nstartup_s = 1\nnear_deadline = "kill"\n')   # let a trial start that cannot finish
+    # startup_s near zero lets the baseline start 7 s before the deadline although 6 s of training
+    # plus start-up and evaluation cannot fit: the deadline then falls inside that trial.
+    pol.write_text('[trial]\nstartup_s = 0.001\nnear_deadline = "kill"\n')
     run = tmp_path / "run"
     t0 = time.monotonic()
     r = subprocess.run([*BILEVEL, "run", "--levels", "1", "--iterations", "5", "--budget", "6",
-                        "--hours", str(22 / 3600), "--policy", str(pol), "--run-dir", str(run)],
+                        "--hours", str(7 / 3600), "--policy", str(pol), "--run-dir", str(run)],
                        capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     with Journal.open_readonly(run) as j:
         row = j.run()
         counts = j.trial_counts()
-    assert row["state"] == "finished" and "deadline" in row["state_reason"]
-    assert counts["interrupted"] == 1 and counts["running"] == 0
-    assert wall < 22 + 20
+    assert row["state"] == "finished" and "deadline reached during a trial" in row["state_reason"]
+    assert counts["interrupted"] == 1 and counts["running"] == 0 and counts["ok"] == 0
+    assert wall < 7 + 20
 
 
 def test_sigkill_during_an_llm_call_then_resume(tmp_path, fake_llm):
