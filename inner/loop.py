@@ -8,7 +8,6 @@ so the journal proves which mechanisms ran and what they did.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +70,19 @@ def _sections(outputs: list[tuple[str, Any]]) -> list[dict]:
     return out[:MAX_SECTIONS * 2]
 
 
+def _contract(cand: dict) -> dict:
+    """A candidate as the mechanism contract shapes it: changes and hypothesis, nothing else."""
+    return {"changes": cand.get("changes"), "hypothesis": str(cand.get("hypothesis", ""))[:500]}
+
+
+def _with_source(cand: dict, before: list[dict], reviewer: str) -> dict:
+    """Keep a reviewed candidate's origin if it came through unchanged, else credit the reviewer."""
+    for b in before:
+        if b.get("changes") == cand.get("changes"):
+            return {**_contract(cand), "source": b.get("source", "proposer")}
+    return {**_contract(cand), "source": reviewer}
+
+
 def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dict, dict, list]:
     """Gather candidates, let mechanisms review them, enforce constraints, pick one."""
     sections = _sections(step.mechs.call_all("context", view))
@@ -86,17 +98,23 @@ def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dic
         for c in cands:
             suggestions.append({**c, "source": name})
         effects.setdefault(name, {})["suggested"] = len(cands)
-    own = [dict(proposal, source="proposer")] if proposal else []
+    own = [dict(proposal, source="proposer")] if isinstance(proposal, dict) else []
     # Odd iterations try the mechanisms' suggestions first, even ones the proposer's.
-    candidates = suggestions + own if state.iteration % 2 else own + suggestions
-    for name, reviewed in step.mechs.review_chain(candidates, view):
-        before = json.dumps(candidates, sort_keys=True, default=str)
-        kept = [c for c in reviewed if isinstance(c, dict)]
-        if json.dumps(kept, sort_keys=True, default=str) != before:
-            effects.setdefault(name, {})["reviewed"] = {"in": len(candidates), "out": len(kept)}
-        candidates = kept
     rejected = []
-    for cand in candidates:
+    candidates = []
+    for cand in suggestions + own if state.iteration % 2 else own + suggestions:
+        # Only valid candidates, in the contract's shape, go on to the reviewers.
+        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        if values is None:
+            rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
+        else:
+            candidates.append({**_contract({**cand, "changes": values}), "source": cand["source"]})
+    for name, reviewed in step.mechs.review_chain([_contract(c) for c in candidates], view):
+        kept = [c for c in reviewed if isinstance(c, dict)]
+        if [_contract(c) for c in kept] != [_contract(c) for c in candidates]:
+            effects.setdefault(name, {})["reviewed"] = {"in": len(candidates), "out": len(kept)}
+        candidates = [_with_source(c, candidates, name) for c in kept]
+    for cand in candidates:  # again: a reviewer may have changed them
         values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
         if values is not None:
             return {"changes": values, "hypothesis": str(cand.get("hypothesis", ""))[:500],

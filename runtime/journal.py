@@ -682,6 +682,11 @@ class Journal:
             "SELECT MIN(val_bpb) FROM trials"
             " WHERE status = 'ok' AND (kind = 'baseline' OR kept = 1)"
         )
+        shared = (run or {}).get("config", {}).get("baseline_val_bpb")
+        if baseline is None and shared is not None:
+            # An ablation's group run measures no baseline of its own: it is given the shared one.
+            baseline = shared
+            best = shared if best is None else min(best, shared)
         return {
             "run_id": run["run_id"] if run else None,
             "state": run["state"] if run else None,

@@ -144,3 +144,19 @@ def test_strategy_keeps_a_floor_of_active_constants():
     hist = [{"changes": {"TIED": False}, "kept": False}] * 3
     d = offline_decision(SearchConfig(active=list(SPACE)), hist)
     assert d["freeze"] == ["TIED"]
+
+
+def test_reviewers_get_only_valid_contract_shaped_candidates():
+    seen = []
+
+    def review(cands, view):
+        seen.extend(cands)
+        return cands
+
+    mechs = StubMechs(echo={"review": review})
+    proposal = {"changes": {"LR": 0.05}, "hypothesis": 42, "extra": "x"}
+    bad = {"changes": {"LR": "nope"}, "hypothesis": "bad"}
+    mechs.mechs["sugg"] = {"suggest": lambda v: [bad]}
+    rec = iterate(_state(), _step(mechs, proposal, [{"status": "ok", "val_bpb": 2.5}]))
+    assert seen == [{"changes": {"LR": 0.05}, "hypothesis": "42"}]       # no source, no extras, no invalid
+    assert rec["source"] == "proposer" and rec["rejected"][0]["source"] == "sugg"
