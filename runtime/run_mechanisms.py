@@ -66,6 +66,7 @@ class RunMechanisms:
         loaded = mech.start()
         if not loaded.ok:
             return False, f"{loaded.stage}: {loaded.error}", mech_id
+        mech.name = name or "generated"  # one name everywhere: journal, effects, status, report
         self.set.add(mech)
         return True, "active", mech_id
 
@@ -90,6 +91,7 @@ class RunMechanisms:
             finally:
                 self._journaling = True
             if ok:
+                mech.name = row["name"]
                 self.set.add(mech)
                 notes.append(f"{row['name']}: restored")
             else:
