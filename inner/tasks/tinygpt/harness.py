@@ -9,7 +9,6 @@ constants. Imports only the standard library and torch.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -20,6 +19,10 @@ VOCAB_SIZE = 256        # bytes
 MAX_SEQ_LEN = 128       # context length: every eval window has exactly this many bytes
 EVAL_WINDOWS = 256      # windows spread evenly over val: 256 * 128 = 32768 scored bytes
 EVAL_BATCH = 32         # windows per forward pass (memory only; the result does not depend on it)
+# One CPU thread: on a 2-core box a second thread makes these tiny models ~1.5x faster when the
+# machine is idle, but ~20x slower as soon as anything else runs (OpenMP threads spin at every
+# barrier), and a wall-clock budget turns that into val_bpb noise. One thread stays steady.
+CPU_THREADS = 1
 
 
 def load_split(split: str) -> torch.Tensor:
@@ -73,19 +76,3 @@ def evaluate_bpb(model: torch.nn.Module, device: torch.device | str = "cpu") -> 
     finally:
         model.train(was_training)
     return nats / (math.log(2) * count)
-
-
-def num_threads() -> int:
-    """CPU threads worth using: the cgroup's CPU quota if any, else the CPUs we may run on.
-
-    Why: inside a container with a CPU limit torch still sees every host core, and more threads
-    than the quota allows only adds throttling.
-    """
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return n

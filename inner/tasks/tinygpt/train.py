@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from harness import MAX_SEQ_LEN, VOCAB_SIZE, evaluate_bpb, get_batch, load_split, num_threads
+from harness import CPU_THREADS, MAX_SEQ_LEN, VOCAB_SIZE, evaluate_bpb, get_batch, load_split
 
 
 class Block(nn.Module):
@@ -94,7 +94,7 @@ gen = torch.Generator().manual_seed(SEED)
 cuda = torch.cuda.is_available()
 device = torch.device("cuda" if cuda else "cpu")
 if not cuda:
-    torch.set_num_threads(num_threads())
+    torch.set_num_threads(CPU_THREADS)
 autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)  # bf16 on GPU only
 train_data = load_split("train")
 
