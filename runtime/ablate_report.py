@@ -8,14 +8,13 @@ atomically, as the run report does.
 
 from __future__ import annotations
 
-import os
 import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .ablate import GROUPS, read_manifest, run_folder
 from .ablate_stats import GroupSummary, RunResult, TestResult, compare, flags, read_run, summarize
-from .report import _atomic_write, _cell
+from .report import _atomic_write, _cell, save_figure
 
 COLORS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab:purple"}
 NAMES = {"A": "Level 1", "B": "Levels 1 + 1.5", "C": "Levels 1 + 1.5 + 2", "D": "Levels 1 + 2"}
@@ -207,10 +206,7 @@ def plot(manifest: dict, results: list[RunResult], path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-        fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        save_figure(fig, path)
     return path
 
 

@@ -302,11 +302,16 @@ def plot_progress(facts: Facts, path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=6, frameon=False)
-        fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        save_figure(fig, path)
     return path
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a figure atomically, so a reader never sees half a PNG."""
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
 
 
 # ---- report.md ----------------------------------------------------------------------------
