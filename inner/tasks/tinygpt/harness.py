@@ -68,10 +68,11 @@ def evaluate_bpb(model: torch.nn.Module, device: torch.device | str = "cpu") -> 
             chunk = windows[i : i + EVAL_BATCH].to(device)
             x, y = chunk[:, :-1], chunk[:, 1:]
             logits = model(x)
-            if tuple(logits.shape) != (*x.shape, VOCAB_SIZE):
-                raise ValueError(f"logits shape {tuple(logits.shape)}, expected {(*x.shape, VOCAB_SIZE)}")
-            loss = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), y.reshape(-1), reduction="sum")
-            nats += loss.item()
+            want = (*x.shape, VOCAB_SIZE)
+            if tuple(logits.shape) != want:
+                raise ValueError(f"logits shape {tuple(logits.shape)}, expected {want}")
+            logits = logits.float().reshape(-1, VOCAB_SIZE)
+            nats += F.cross_entropy(logits, y.reshape(-1), reduction="sum").item()
             count += y.numel()
     finally:
         model.train(was_training)

@@ -9,7 +9,7 @@ harness, which the launcher puts on sys.path. Runs on CUDA when present, else on
 
 N_LAYER = 2             # transformer blocks
 N_EMBD = 64             # model width
-N_HEAD = 2              # attention heads, each N_EMBD // N_HEAD wide
+N_HEAD = 2              # attention heads, each about N_EMBD // N_HEAD wide (rotary: even)
 MLP_RATIO = 4           # hidden width of the MLP, as a multiple of N_EMBD
 BATCH_SIZE = 16         # sequences per step
 LEARNING_RATE = 1e-3    # peak AdamW learning rate
@@ -33,11 +33,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from harness import CPU_THREADS, MAX_SEQ_LEN, VOCAB_SIZE, evaluate_bpb, get_batch, load_split
 
+# Heads are HEAD_DIM wide, rounded to even for the rotary pairs; together need not match N_EMBD.
+HEAD_DIM = max(2, N_EMBD // N_HEAD // 2 * 2)
+
+
+def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs by position: attention then sees relative offsets, which lets a byte
+    model learn to look back a few bytes far sooner than with learned position embeddings."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
+
 
 class Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.head_dim = N_EMBD // N_HEAD  # any N_HEAD <= N_EMBD works: heads may not fill N_EMBD
+        self.head_dim = HEAD_DIM
         self.ln1 = nn.LayerNorm(N_EMBD)
         self.qkv = nn.Linear(N_EMBD, 3 * N_HEAD * self.head_dim, bias=False)
         self.proj = nn.Linear(N_HEAD * self.head_dim, N_EMBD, bias=False)
@@ -46,11 +56,12 @@ class Block(nn.Module):
         self.out = nn.Linear(MLP_RATIO * N_EMBD, N_EMBD, bias=False)
         self.drop = nn.Dropout(DROPOUT)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, N_HEAD, self.head_dim).unbind(2)
+        qkv = self.qkv(self.ln1(x)).view(B, T, 3, N_HEAD, self.head_dim).transpose(1, 3)
+        q, k = rotary(qkv[:, :, :2], freqs).unbind(2)  # (B, heads, T, head_dim) each
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            q, k, qkv[:, :, 2], is_causal=True,
             dropout_p=DROPOUT if self.training else 0.0,
         )
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, -1)))
@@ -61,7 +72,6 @@ class GPT(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.tok = nn.Embedding(VOCAB_SIZE, N_EMBD)
-        self.pos = nn.Embedding(MAX_SEQ_LEN, N_EMBD)
         self.blocks = nn.ModuleList(Block() for _ in range(N_LAYER))
         self.ln_f = nn.LayerNorm(N_EMBD)
         self.head = nn.Linear(N_EMBD, VOCAB_SIZE, bias=False)
@@ -69,14 +79,18 @@ class GPT(nn.Module):
             self.head.weight = self.tok.weight
         for name, p in self.named_parameters():
             if p.dim() == 2:  # residual outputs start small so deep stacks begin near identity
-                std = 0.02 / math.sqrt(2 * N_LAYER) if name.endswith(("proj.weight", "out.weight")) else 0.02
-                nn.init.normal_(p, std=std)
+                residual = name.endswith(("proj.weight", "out.weight"))
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * N_LAYER) if residual else 0.02)
+        inv_freq = 10000.0 ** (-torch.arange(0, HEAD_DIM, 2) / HEAD_DIM)
+        angles = torch.outer(torch.arange(MAX_SEQ_LEN), inv_freq)
+        freqs = torch.polar(torch.ones_like(angles), angles)  # e^(i * position * frequency)
+        self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        x = self.tok(idx) + self.pos(pos)
+        T = idx.shape[1]
+        x = self.tok(idx)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.freqs[:T])
         return self.head(self.ln_f(x))
 
 
@@ -106,7 +120,8 @@ optimizer = torch.optim.AdamW(
     [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
     lr=LEARNING_RATE, betas=(0.9, BETA2), fused=cuda,
 )
-print(f"params {num_params / 1e6:.3f}M | device {device} | threads {torch.get_num_threads()}", flush=True)
+print(f"params {num_params / 1e6:.3f}M | device {device} | threads {torch.get_num_threads()}",
+      flush=True)
 
 # ---------------------------------------------------------------------------- training
 # The clock counts only time spent in steps; the first step (warm-up of kernels and
@@ -135,7 +150,8 @@ while True:
     step += 1
     if training_time - last_print >= 5 or step == 1:
         last_print = training_time
-        print(f"step {step:05d} | loss {loss_f:.4f} | lr {lr:.2e} | {training_time:5.1f}s", flush=True)
+        print(f"step {step:05d} | loss {loss_f:.4f} | lr {lr:.2e} | {training_time:5.1f}s",
+              flush=True)
     if training_time >= TIME_BUDGET:
         break
 
