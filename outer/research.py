@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from . import portfolio
+
 CONTRACT = '''A mechanism file defines exactly one class named `Mechanism`. Every hook is optional.
 Arguments and return values are plain JSON values.
 
@@ -45,6 +47,8 @@ class Session:
     reason: str
     origin: str                         # "generated" | "library"
     rounds: list[dict] = field(default_factory=list)
+    action: str = "add"                 # add | replace | retire (see outer/portfolio.py)
+    target: str | None = None           # the active mechanism replaced or retired
 
 
 def library_sources() -> dict[str, str]:
@@ -72,25 +76,49 @@ def extract_code(text: str) -> str | None:
         return "class Mechanism" in text and text or None
 
 
-def offline_session(active: list[str], seed: int, cycle: int,
+def offline_session(stand: list[dict], used: list[str], seed: int, cycle: int,
                     validate: Callable[[str], tuple[bool, str]]) -> Session:
-    """Draw the next library mechanism not yet active, in a seeded order; validate it as usual."""
+    """Offline Level 2: replace the idlest mechanism (portfolio.idlest) by the next library
+    mechanism never used in this run, in a seeded order; add one when none is idle; retire the
+    idle one when the library is spent. The module takes the usual validation path."""
     lib = library_sources()
     order = sorted(lib)
     random.Random(seed).shuffle(order)
-    todo = [n for n in order if n not in active]
+    todo = [n for n in order if n not in used]
+    target = portfolio.idlest(stand)
+    why = (f"{target} shaped no kept trial in its first {portfolio.PATIENCE} or more iterations"
+           if target else "every active mechanism has shaped a kept trial or is still new")
+    note = {"round": "offline", "prompt": f"cycle {cycle}: standing of the active mechanisms\n"
+            + json.dumps(stand, indent=1), "output": why}
     if not todo:
-        return Session(False, None, None, "every library mechanism is already active", "library")
+        if target:
+            return Session(False, None, None, f"{why}; the library is spent", "library", [note],
+                           "retire", target)
+        return Session(False, None, None, "every library mechanism has been used", "library", [note])
     name = todo[0]
     ok, reason = validate(lib[name])
-    note = {"round": "offline", "prompt": f"cycle {cycle}: draw from the reference library",
-            "output": f"drew {name}"}
-    return Session(ok, name, lib[name], reason, "library", [note])
+    note["output"] += f"; drew {name}"
+    return Session(ok, name, lib[name], reason, "library", [note], "replace" if target else "add", target)
+
+
+def _decision(spec: str, active: list[str]) -> tuple[str, str | None, str]:
+    """The DECISION line of the specify round; anything unclear means "add" (nothing is lost)."""
+    m = re.search(r"^\W*DECISION:\s*(add|replace|retire)\b[ \t]*([\w\-. ]*)", spec, flags=re.M | re.I)
+    if not m:
+        return "add", None, "no DECISION line: add"
+    action, target = m.group(1).lower(), m.group(2).strip() or None
+    if action == "add":
+        return "add", None, "decided to add"
+    if target not in active:
+        return "add", None, f"{action} of {target!r}, which is not an active mechanism: add instead"
+    return action, target, f"decided to {action} {target}"
 
 
 def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict],
-                mechanisms: list[dict], validate: Callable[[str], tuple[bool, str]]) -> Session:
-    """The four rounds with the LLM, then validation and at most one repair round."""
+                stand: list[dict], validate: Callable[[str], tuple[bool, str]]) -> Session:
+    """The four rounds with the LLM, then validation and at most one repair round. The specify
+    round also decides whether the new module is added, replaces an active mechanism, or whether
+    an active mechanism is retired with nothing new (then there is no generate round)."""
     rounds: list[dict] = []
     system = {"role": "system", "content": (
         "You are a research engineer improving an automated hyperparameter search loop. "
@@ -106,14 +134,22 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
         "Here is the inner loop's source code:\n" + fence(inner_source(), "source"),
         "The mechanism contract:\n" + CONTRACT,
         "The trace of trials so far:\n" + fence(json.dumps(trace[-30:], default=str), "trace"),
-        "Active mechanisms and their call counts:\n" + fence(json.dumps(mechanisms), "mechanisms"),
+        "Active mechanisms: calls per hook, iterations active, iterations whose candidate or verdict "
+        "they decided (shaped) and kept trials among those (wins):\n" + fence(json.dumps(stand), "mechanisms"),
         "Explore: where does this search waste trials? List concrete observations.",
     ]))
     critique = ask("critique", "Your exploration notes:\n" + fence(explore, "notes")
                    + "\n\nCritique: name the single biggest bottleneck and why.")
     spec = ask("specify", "The bottleneck:\n" + fence(critique, "critique")
-               + "\n\nSpecify one mechanism that addresses it: its name, the hooks it defines, "
-               "and exactly what each hook returns.\n\n" + CONTRACT)
+               + "\n\nFirst decide, on a line of its own, one of: `DECISION: add`, "
+               "`DECISION: replace NAME` (a new mechanism takes the place of the active NAME) or "
+               "`DECISION: retire NAME` (NAME is switched off and nothing new is written). Active: "
+               + (", ".join(s["name"] for s in stand) or "none") + ".\n\nUnless you retire, specify one mechanism "
+               "that addresses the bottleneck: its name, the hooks it defines, and exactly what each "
+               "hook returns.\n\n" + CONTRACT)
+    action, target, why = _decision(spec, [s["name"] for s in stand])
+    if action == "retire":
+        return Session(False, None, None, why, "generated", rounds, action, target)
     gen = ask("generate", "The specification:\n" + fence(spec, "spec") + "\n\n" + CONTRACT
               + "\n\nWrite the complete mechanism module in one ```python block.")
     source = extract_code(gen)
@@ -128,4 +164,4 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
     if source:
         m = re.search(r"""^\s*name\s*=\s*["']([\w\-. ]{1,40})["']""", source, flags=re.M)
         name = m.group(1) if m else "generated"
-    return Session(ok, name, source, reason, "generated", rounds)
+    return Session(ok, name, source, reason, "generated", rounds, action, target)

@@ -13,12 +13,13 @@ import os
 import shlex
 import sqlite3
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bilevel.outer import portfolio
 from bilevel.runtime.journal import Journal
 from bilevel.runtime.logs import get_logger
 
@@ -419,33 +420,6 @@ def _trial_table(facts: Facts) -> list[str]:
     return out
 
 
-def mechanism_effects(facts: Facts) -> dict[str, dict[str, int]]:
-    """Per mechanism name, what the iteration records say it did (counted over iterations)."""
-    eff: dict[str, Counter] = defaultdict(Counter)
-    for rec in facts.records.values():
-        for name, e in (rec.get("effects") or {}).items():
-            c = eff[name]
-            if e.get("sections"):
-                c["sections"] += len(e["sections"])
-            if e.get("constraints"):
-                c["constraints"] += 1
-            if e.get("suggested"):
-                c["suggested"] += int(e["suggested"])
-            if e.get("reviewed"):
-                c["reviews"] += 1
-                c["removed"] += max(0, int(e["reviewed"].get("in", 0)) - int(e["reviewed"].get("out", 0)))
-            if e.get("accept") in ("keep", "discard"):
-                c[f"accept_{e['accept']}"] += 1
-        src = rec.get("source")
-        if src not in (None, "proposer", "fallback"):
-            eff[src]["chosen"] += 1
-            eff[src]["chosen_kept"] += bool(rec.get("kept"))
-        for r in rec.get("rejected") or []:
-            if r.get("source") not in (None, "proposer", "fallback"):
-                eff[r["source"]]["refused"] += 1
-    return {k: dict(v) for k, v in eff.items()}
-
-
 def _effects_text(e: dict[str, int]) -> str:
     parts = []
     if e.get("sections"):
@@ -468,7 +442,9 @@ def _mechanism_table(facts: Facts) -> list[str]:
     out = ["", "## Mechanisms", ""]
     if not facts.mechanisms:
         return out + ["No mechanism was activated."]
-    effects = mechanism_effects(facts)
+    effects = portfolio.effects(facts.records.values())
+    retired = {d["payload"]["retired"]: d["iteration"] for d in facts.decisions
+               if d["level"] == "2" and isinstance(d["payload"], dict) and d["payload"].get("retired")}
     out += ["| id | name | origin | activated at iteration | state | calls per hook | effects |",
             "|---:|---|---|---:|---|---|---|"]
     for m in facts.mechanisms:
@@ -476,6 +452,8 @@ def _mechanism_table(facts: Facts) -> list[str]:
         calls_text = ", ".join(f"{h} {n}" for h, n in sorted(calls.items())) or "none"
         if m["quarantined"]:
             state = f"quarantined at iteration {m['quarantined_at_iteration']}: {_cell(m['quarantine_reason'], 100)}"
+        elif m["mech_id"] in retired:
+            state = f"retired by Level 2 after iteration {retired[m['mech_id']]}"
         else:
             state = "active" if m["active"] else "inactive"
         act = "—" if m["activated_at_iteration"] is None else m["activated_at_iteration"]
@@ -506,10 +484,26 @@ def _decisions(facts: Facts) -> list[str]:
     out += ["| iteration | level | kind | what |", "|---:|---|---|---|"]
     for d in facts.decisions:
         payload = d["payload"]
-        text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
+        if d["kind"] == "research_session":
+            text = _session_text(payload)
+        else:
+            text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
         out.append(f"| {d['iteration'] if d['iteration'] is not None else '—'} | {d['level']} | {d['kind']} "
                    f"| {_cell(text, 200)} |")
     return out
+
+
+def _session_text(p: dict) -> str:
+    """A Level 2 session in one line: the decision, the module's verdict, what was switched off."""
+    action = p.get("action", "add")
+    parts = [f"{action} {p['target']}" if p.get("target") else action]
+    if p.get("name"):
+        verdict = "activated" if p.get("activated") else ("accepted" if p.get("accepted") else "rejected")
+        parts.append(f"{p['name']} ({p.get('origin')}): {verdict}")
+    if p.get("retired"):
+        parts.append(f"retired mechanism {p['retired']}")
+    parts.append(f"reason: {p.get('activation') or p.get('reason')}")
+    return "; ".join(parts)
 
 
 def _failures(facts: Facts, journal: Journal, run_arg: str) -> list[str]:

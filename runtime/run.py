@@ -22,7 +22,7 @@ from ..inner import edits, tasks
 from ..inner.acceptance import noise_floor
 from ..inner.loop import LoopState, Step, iterate
 from ..inner.proposer import OfflineProposer, proposal_messages
-from ..outer import research, strategy
+from ..outer import portfolio, research, strategy
 from . import engine, executor, logs
 from .journal import Journal, diff_config
 from .llm import Budget, BudgetExceeded, LLMClient, LLMConfig, LLMError, fence
@@ -286,8 +286,11 @@ class Run:
 
     def level2(self, cycle: int) -> None:
         s = self.state
+        records = [e["payload"] for e in self.journal.events("iteration")]
+        stand = portfolio.standing(self.mechs.rows(), records, s.iteration)
         if self.llm is None:
-            session = research.offline_session(self.mechs.names(), self.cfg.seed, cycle, self.mechs.validate)
+            used = [m["name"] for m in self.journal.mechanisms()]
+            session = research.offline_session(stand, used, self.cfg.seed, cycle, self.mechs.validate)
         else:
             def chat(messages: list[dict], round_name: str) -> str:
                 try:
@@ -296,16 +299,21 @@ class Run:
                     raise Stop("finished", f"LLM budget exhausted: {exc.reason}") from None
                 except LLMError as exc:
                     return f"(the LLM call failed: {exc})"
-            session = research.llm_session(chat, fence, s.history, self.mechs.stats(), self.mechs.validate)
+            session = research.llm_session(chat, fence, s.history, stand, self.mechs.validate)
         rounds = [{**r, "prompt_ref": self.journal.artifacts.put(r["prompt"]),
                    "output_ref": self.journal.artifacts.put(r["output"])} for r in session.rounds]
         payload = {"cycle": cycle, "origin": session.origin, "name": session.name,
+                   "action": session.action, "target": session.target,
                    "accepted": session.accepted, "reason": session.reason,
                    "source_ref": self.journal.artifacts.put(session.source) if session.source else None,
                    "rounds": [{k: r[k] for k in ("round", "prompt_ref", "output_ref")} for r in rounds]}
+        activated = False
         if session.accepted:
-            ok, why, mech_id = self.mechs.activate(session.name, session.origin, session.source, s.iteration)
-            payload.update(activated=ok, mech_id=mech_id, activation=why)
+            activated, why, mech_id = self.mechs.activate(session.name, session.origin, session.source, s.iteration)
+            payload.update(activated=activated, mech_id=mech_id, activation=why)
+        # A replaced mechanism goes only once its successor is running; a retire needs no successor.
+        if session.target and (session.action == "retire" or activated):
+            payload["retired"] = self.mechs.retire(session.target)
         self.journal.record_decision(level="2", kind="research_session", payload=payload, iteration=s.iteration)
 
     # ---- the run ------------------------------------------------------------------------------

@@ -101,11 +101,15 @@ class RunMechanisms:
                 notes.append(f"{row['name']}: quarantined on resume")
         return notes
 
-    def retire(self, name: str) -> None:
+    def retire(self, name: str) -> int | None:
+        """Switch off an active mechanism (Level 2 decided it does not earn its place); its
+        journal row stays, inactive, so it is not restored on resume. Returns its id."""
         for m in self.set.mechs:
             if m.name == name and m.active:
                 m.close()
                 self.journal.set_mechanism_active(m.mech_id, False)
+                return m.mech_id
+        return None
 
     def close(self) -> None:
         self.set.close()
@@ -118,10 +122,10 @@ class RunMechanisms:
     def review_chain(self, candidates: list[dict], view: dict):
         return self.set.review_chain(candidates, view)
 
-    def names(self) -> list[str]:
-        """Active mechanisms by their journaled names (a library mechanism's file name)."""
-        live = {m.mech_id for m in self.set.mechs if m.active}
-        return [row["name"] for row in self.journal.mechanisms() if row["mech_id"] in live]
+    def rows(self) -> list[dict]:
+        """The journal rows of the live mechanisms, each with its calls per hook."""
+        calls = {s["mech_id"]: s["calls"] for s in self.set.status() if s["active"]}
+        return [{**row, "calls": calls[row["mech_id"]]} for row in self.journal.mechanisms() if row["mech_id"] in calls]
 
     def stats(self) -> list[dict]:
         return [{"name": s["name"], "active": s["active"], "quarantined": s["quarantined"], "calls": s["calls"]}

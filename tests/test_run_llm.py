@@ -56,8 +56,10 @@ def responder(msgs: list[dict]) -> str:
         return GOOD_MODULE
     if "Write the complete mechanism module" in text:
         return BAD_MODULE
-    if "Specify one mechanism" in text:
-        return "Spec: a mechanism named deeper-first whose suggest proposes N_LAYER=3."
+    if "DECISION:" in text and "Active: deeper-first." in text:
+        return "DECISION: retire deeper-first\nIt has had its chance."
+    if "DECISION:" in text:
+        return "DECISION: add\nSpec: a mechanism named deeper-first whose suggest proposes N_LAYER=3."
     if "Critique" in text:
         return "The bottleneck: depth is never explored."
     return "Exploration: the search only perturbs the learning rate."
@@ -92,6 +94,11 @@ def test_llm_run_generates_a_mechanism_that_is_called_and_changes_a_proposal(tmp
     assert any(e["source"] == "deeper-first" and e["changes"] == {"N_LAYER": 3} for e in events)
     assert any(e["source"] == "proposer" and e["changes"] == {"LEARNING_RATE": 0.002} for e in events)
     assert llm["calls"] >= 8 and llm["tokens"] > 0
+    # The second session (after iteration 2) retired it: no generate round, no later calls.
+    assert research[1]["action"] == "retire" and research[1]["retired"] == gen[0]["id"]
+    assert [x["round"] for x in research[1]["rounds"]] == ["explore", "critique", "specify"]
+    assert not gen[0]["active"] and not gen[0]["quarantined"]
+    assert "deeper-first" not in events[2]["effects"] and events[2]["source"] != "deeper-first"
     # Injected text from a hypothesis or guidance went back fenced, never bare.
     later = [req.prompt for req in fake_llm.requests if "IGNORE PREVIOUS INSTRUCTIONS" in req.prompt]
     assert later and all("<<data:" in p for p in later)
