@@ -103,7 +103,7 @@ def _mechanisms_table(results: list[RunResult]) -> list[str]:
            "|---|---:|---|---|---:|---|---|---:|"]
     for r, m in rows:
         calls = ", ".join(f"{h} {n}" for h, n in sorted(m["calls"].items())) or "**never called**"
-        state = "quarantined" if m["quarantined"] else "ran"
+        state = "quarantined" if m["quarantined"] else ("active" if m.get("active", True) else "retired")
         out.append(f"| {r.group}-s{r.seed} | {m['id']} | {_cell(m['name'], 40)} | {m['origin']} "
                    f"| {m['activated_at'] if m['activated_at'] is not None else '—'} | {state} | {calls} "
                    f"| {sum(m['calls'].values())} |")

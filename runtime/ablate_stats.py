@@ -43,7 +43,8 @@ class RunResult:
     generated: int = 0                         # Level 2 sessions that produced a mechanism
     accepted: int = 0                          # ... that passed validation and were activated
     quarantined: int = 0
-    mechanisms: list[dict] = field(default_factory=list)   # {id, name, origin, activated_at, quarantined, calls}
+    # {id, name, origin, activated_at, quarantined, active, calls}
+    mechanisms: list[dict] = field(default_factory=list)
     llm_calls: int = 0
     tokens: int = 0
     usd: float = 0.0
@@ -82,7 +83,8 @@ def read_run(run_dir: Path, *, group: str, seed: int, baseline: float, rel: str)
         sessions = [d["payload"] for d in j.decisions() if d["level"] == "2"]
         rows = {m["mech_id"]: m for m in j.mechanisms()}
     mechanisms = [{"id": m["id"], "name": m["name"], "origin": m["origin"], "quarantined": bool(m["quarantined"]),
-                   "activated_at": rows[m["id"]]["activated_at_iteration"], "calls": dict(m["calls"])}
+                   "active": bool(m["active"]), "activated_at": rows[m["id"]]["activated_at_iteration"],
+                   "calls": dict(m["calls"])}
                   for m in summary["mechanisms"]]
     return RunResult(
         group=group, seed=seed, run=rel, levels=list(cfg.get("levels") or []), baseline=baseline,
