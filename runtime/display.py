@@ -138,7 +138,9 @@ class LiveDisplay:
             line = f"trial {r['seq']} {r.get('status')}"
             if r.get("val_bpb") is not None:
                 line += f" val_bpb {r['val_bpb']:.6f}"
-            if r.get("status") == "ok":
+            if r.get("kind") == "baseline":
+                line += " (baseline)"
+            elif r.get("status") == "ok":
                 line += " kept" if r.get("kept") else " discarded"
             if best is not None and best != self._best and best_seq == r["seq"]:
                 line += f" — new best {best:.6f}"

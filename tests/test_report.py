@@ -213,3 +213,14 @@ def test_display_renders_a_terminal_frame():
     display.console.print(display._render())
     frame = out.getvalue()
     assert "trial 4" in frame and "tabu-search" in frame and "crash" in frame and "best" in frame
+
+
+def test_display_names_the_baseline_rather_than_calling_it_discarded():
+    out = io.StringIO()
+    with LiveDisplay(out) as display:
+        display.update(_snapshot(0, [], best=None, best_seq=None))
+        baseline = {"seq": 0, "kind": "baseline", "status": "ok", "val_bpb": 1.8, "kept": False,
+                    "hypothesis": "baseline"}
+        display.update(_snapshot(None, [baseline], best=1.8, best_seq=0))
+    last = out.getvalue().splitlines()[-1]
+    assert "trial 0 ok val_bpb 1.800000 (baseline)" in last and "discarded" not in last
