@@ -122,6 +122,12 @@ def test_elite_crossover_recombines_elites_only(make_mech):
         for name, value in cand["changes"].items():
             assert value in {e[name] for e in elites} and value != base[name]
     assert m2.call("suggest", view_with([], base)).value == []
+    # Two elites only, each one change from the incumbent: every child is a config already run.
+    m3 = make_mech(source("elite_crossover"), seed=4)
+    for i, cfg in enumerate([dict(base, N_LAYER=3), dict(base, DROPOUT=0.2)]):
+        m3.call("observe", record(i, {}, 2.3, 2.4, False, config=cfg))
+    m3.call("observe", record(2, {}, 2.3, 2.4, False, config=dict(base, N_LAYER=3, DROPOUT=0.2)))
+    assert m3.call("suggest", view_with([], base)).value == []
 
 
 @pytest.mark.docker

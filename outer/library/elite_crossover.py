@@ -2,7 +2,8 @@
 
 Keeps the `pool` best configurations seen (status ok, lowest val_bpb). `suggest` mates two
 elites by uniform crossover and proposes the child's differences from the incumbent, so new
-candidates recombine what already worked instead of wandering.
+candidates recombine what already worked instead of wandering. A child whose configuration
+has already been run is never proposed: a repeat would spend a trial to learn nothing.
 """
 
 import random
@@ -15,8 +16,12 @@ class Mechanism:
 
     def __init__(self):
         self.elites = []    # [(val_bpb, iteration, config)], best first
+        self.tried = []     # every configuration run so far, as a sorted list of items
 
     def observe(self, record):
+        config = sorted(record.get("config", {}).items())
+        if config not in self.tried:
+            self.tried.append(config)
         bpb = record.get("val_bpb")
         if record.get("status") != "ok" or bpb is None:
             return None
@@ -40,6 +45,10 @@ class Mechanism:
                 value = parent[2].get(name, incumbent.get(name))
                 if name in incumbent and value != incumbent[name]:
                     changes[name] = value
+            child = dict(incumbent)
+            child.update(changes)
+            if sorted(child.items()) in self.tried:
+                continue
             if changes and all(c["changes"] != changes for c in out):
                 out.append({"changes": changes,
                             "hypothesis": f"crossover of elites from iterations {a[1]} and {b[1]}"})
