@@ -23,7 +23,9 @@ SYSTEM = (
 
 
 def perturb(param: Param, value: Any, rng: random.Random, scale: float = 1.0) -> Any:
-    """A nearby valid value: log-scale steps for numbers, flips for bools, draws for choices."""
+    """A nearby valid value: log-scale steps for numbers, flips for bools, draws for choices.
+    Steps are wide (about x2.2 or /2.2 at one sigma for positive floats, up to half the value for
+    ints): with one baseline and a few dozen trials, timid steps drown in run-to-run noise."""
     if param.type == "bool":
         return not value
     if param.type == "choice":
@@ -31,29 +33,56 @@ def perturb(param: Param, value: Any, rng: random.Random, scale: float = 1.0) ->
         return rng.choice(others) if others else value
     lo, hi = param.min, param.max
     if param.type == "int":
-        step = max(1, round(abs(value) * 0.25 * scale))
+        step = max(1, round(abs(value) * 0.5 * scale))
         new = value + rng.choice([-1, 1]) * rng.randint(1, step)
         return int(min(hi, max(lo, new)))
     if value > 0 and lo is not None and lo > 0:
-        new = value * math.exp(rng.gauss(0, 0.5 * scale))
+        new = value * math.exp(rng.gauss(0, 0.8 * scale))
     else:
         new = value + rng.gauss(0, 0.1 * scale * ((hi - lo) if hi is not None and lo is not None else 1))
+    return _clamp(param, new)
+
+
+def _clamp(param: Param, new: float) -> Any:
+    if param.type == "int":
+        return int(min(param.max, max(param.min, round(new))))
     new = float(f"{new:.3g}")  # three significant digits: readable, still varied
-    return float(min(hi, max(lo, new)))
+    return float(min(param.max, max(param.min, new)))
+
+
+def extend(param: Param, before: Any, after: Any) -> Any:
+    """One more step the same way from `before` to `after`: the same ratio for positive
+    log-scale floats, the same difference otherwise. None for bools and choices."""
+    if param.type not in ("int", "float") or before == after:
+        return None
+    if param.type == "float" and before > 0 and after > 0 and param.min is not None and param.min > 0:
+        return _clamp(param, after * after / before)
+    return _clamp(param, after + (after - before))
 
 
 class OfflineProposer:
-    """A seeded proposer that perturbs one or two active constants inside the search space."""
+    """A seeded proposer that perturbs one or two active constants inside the search space.
+
+    It follows through (pattern search): when its last change was kept, its next proposal
+    pushes the same constants one more step the same way, until a step is not kept."""
 
     def __init__(self, space: dict[str, Param], seed: int) -> None:
         self.space = space
         self.rng = random.Random(seed)
+        self.last: dict[str, tuple[Any, Any]] = {}   # its last proposal: name -> (before, after)
 
     def propose(self, incumbent: dict[str, Any], active: list[str], scale: float = 1.0) -> dict:
-        names = self.rng.sample(sorted(active), k=min(len(active), self.rng.choice([1, 1, 2])))
-        changes = {n: perturb(self.space[n], incumbent[n], self.rng, scale) for n in names}
+        follow = {n: extend(self.space[n], a, b) for n, (a, b) in self.last.items()
+                  if n in active and incumbent.get(n) == b}
+        changes = {n: v for n, v in follow.items() if v is not None and v != incumbent[n]}
+        tag = "offline perturbation (follow-through)"
+        if not changes:
+            names = self.rng.sample(sorted(active), k=min(len(active), self.rng.choice([1, 1, 2])))
+            changes = {n: perturb(self.space[n], incumbent[n], self.rng, scale) for n in names}
+            tag = "offline perturbation"
+        self.last = {n: (incumbent[n], v) for n, v in changes.items()}
         desc = ", ".join(f"{n} {incumbent[n]!r} -> {v!r}" for n, v in changes.items())
-        return {"changes": changes, "hypothesis": f"offline perturbation: {desc}"}
+        return {"changes": changes, "hypothesis": f"{tag}: {desc}"}
 
 
 def space_table(space: dict[str, Param], active: list[str]) -> str:

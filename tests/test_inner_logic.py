@@ -9,7 +9,7 @@ from bilevel.inner.acceptance import decide, noise_floor
 from bilevel.inner.candidates import check_candidate, merge_constraints
 from bilevel.inner.edits import Param
 from bilevel.inner.loop import LoopState, Step, iterate
-from bilevel.inner.proposer import OfflineProposer, perturb
+from bilevel.inner.proposer import OfflineProposer, extend, perturb
 from bilevel.outer.strategy import SearchConfig, apply_decision, offline_decision
 
 SPACE = {
@@ -160,3 +160,18 @@ def test_reviewers_get_only_valid_contract_shaped_candidates():
     rec = iterate(_state(), _step(mechs, proposal, [{"status": "ok", "val_bpb": 2.5}]))
     assert seen == [{"changes": {"LR": 0.05}, "hypothesis": "42"}]       # no source, no extras, no invalid
     assert rec["source"] == "proposer" and rec["rejected"][0]["source"] == "sugg"
+
+
+def test_offline_proposer_follows_through_a_kept_change_and_stops_after_a_failed_one():
+    p = OfflineProposer(SPACE, 3)
+    first = p.propose(INC, ["LR"])
+    lr = first["changes"]["LR"]
+    kept = {**INC, "LR": lr}
+    second = p.propose(kept, ["LR"])                      # kept: one more step the same way
+    assert second["hypothesis"].startswith("offline perturbation (follow-through)")
+    ratio = lr / INC["LR"]
+    assert second["changes"]["LR"] == pytest.approx(min(1e-1, max(1e-4, lr * ratio)), rel=1e-2)
+    third = p.propose(kept, ["LR"])                       # the follow-through was not kept
+    assert "follow-through" not in third["hypothesis"]
+    assert extend(SPACE["N_LAYER"], 2, 3) == 4 and extend(SPACE["N_LAYER"], 5, 6) == 6
+    assert extend(SPACE["LR"], 1e-3, 2e-3) == pytest.approx(4e-3)
