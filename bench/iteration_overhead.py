@@ -48,7 +48,8 @@ def one_run(folder: Path, iterations: int, mechanisms: dict[str, str]) -> list[f
     r.open()
     logs.configure(path=folder / "log.jsonl")
     r.log = logs.get_logger(run_id=r.run_id)
-    r.client, r.task, r.data_dir, r.llm = engine.connect(), tasks.load("tinygpt"), None, None
+    r.client, r.task, r.llm = engine.connect(), tasks.load("tinygpt"), None
+    r.trial_inputs = r.task.trial_inputs()
     r.offline = OfflineProposer(r.task.space, 0)
     r.restore_state()
     r.mechs = RunMechanisms(r.client, r.policy, r.journal, r.run_id, 0)

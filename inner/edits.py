@@ -80,9 +80,13 @@ def validate(changes: dict[str, Any], space: dict[str, Param]) -> dict[str, Any]
     return out
 
 
-def _constants(tree: ast.Module) -> dict[str, ast.Assign]:
-    """Top-level `NAME = literal` assignments, the only places an edit may write."""
+def _constants(tree: ast.Module) -> tuple[dict[str, ast.Assign], set[str]]:
+    """Top-level `NAME = ...` assignments, the only places an edit may write, and the names
+    assigned more than once at top level: those are no constants (a later assignment would
+    override an edit), but they only matter when an edit names them. A checkout's script may
+    well reassign `model = torch.compile(model)`; that must not make its constants unreadable."""
     found: dict[str, ast.Assign] = {}
+    repeated: set[str] = set()
     for node in tree.body:
         if (
             isinstance(node, ast.Assign)
@@ -91,15 +95,18 @@ def _constants(tree: ast.Module) -> dict[str, ast.Assign]:
         ):
             name = node.targets[0].id
             if name in found:
-                raise EditError(f"{name}: assigned more than once at top level of the script")
+                repeated.add(name)
             found[name] = node
-    return found
+    return found, repeated
 
 
 def read_constants(source: str) -> dict[str, Any]:
-    """The current literal values of the script's top-level constants."""
+    """The current literal values of the script's top-level constants (each assigned once)."""
     out = {}
-    for name, node in _constants(ast.parse(source)).items():
+    nodes, repeated = _constants(ast.parse(source))
+    for name, node in nodes.items():
+        if name in repeated:
+            continue
         try:
             out[name] = ast.literal_eval(node.value)
         except ValueError:
@@ -110,11 +117,13 @@ def read_constants(source: str) -> dict[str, Any]:
 def apply(source: str, values: dict[str, Any]) -> str:
     """A copy of `source` with the given constants rewritten; values must already be checked."""
     lines = source.splitlines(keepends=True)
-    nodes = _constants(ast.parse(source))
+    nodes, repeated = _constants(ast.parse(source))
     for name, value in values.items():
         node = nodes.get(name)
         if node is None:
             raise EditError(f"{name}: the script has no top-level constant of that name")
+        if name in repeated:
+            raise EditError(f"{name}: assigned more than once at top level of the script")
         if node.lineno != node.end_lineno:
             raise EditError(f"{name}: its assignment spans several lines; cannot edit it safely")
         line = lines[node.lineno - 1]

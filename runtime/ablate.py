@@ -39,7 +39,8 @@ MANIFEST_VERSION = 1
 # Settings that define the protocol: a folder holds one ablation; changing any of these needs another --out.
 # Groups may be added later (new runs, same baseline) and the LLM budgets may grow, as for `bilevel resume`.
 PROTOCOL = ("task", "llm", "llm_base_url", "seeds", "iterations", "budget", "noise_repeats",
-            "strategy_every", "research_every", "policy")
+            "strategy_every", "research_every", "policy", "repo", "cache")
+CHECKOUT = ("repo", "cache")  # part of the protocol only when set (`--task karpathy`)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class AblationSettings:
     max_tokens: int | None = None       # whole ablation
     max_usd: float | None = None        # whole ablation
     policy: str | None = None
+    repo: str | None = None             # --task karpathy: the checkout and its data cache, resolved
+    cache: str | None = None
 
     def validate(self) -> None:
         bad = [g for g in self.groups if g not in GROUPS]
@@ -73,7 +76,7 @@ class AblationSettings:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
 
     def protocol(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k in PROTOCOL}
+        return {k: v for k, v in asdict(self).items() if k in PROTOCOL and not (k in CHECKOUT and v is None)}
 
     def identity(self) -> str:
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:8]
@@ -91,7 +94,8 @@ class AblationSettings:
     def baseline_config(self, seed: int) -> RunConfig:
         """Repeated baseline trials only: no iteration, so no LLM call (offline either way)."""
         return RunConfig(task=self.task, llm="offline", levels=["1"], iterations=0, budget=self.budget,
-                         baseline_repeats=self.noise_repeats, seed=seed, policy=self.policy)
+                         baseline_repeats=self.noise_repeats, seed=seed, policy=self.policy,
+                         repo=self.repo, cache=self.cache)
 
     def group_config(self, group: str, seed: int, baseline: float, noise: float) -> RunConfig:
         """The one config every group shares at a seed; only `levels` differs between groups."""
@@ -100,11 +104,14 @@ class AblationSettings:
                          budget=self.budget, max_tokens=tokens, max_usd=usd, acceptance="strict",
                          strategy_every=self.strategy_every, research_every=self.research_every, seed=seed,
                          llm_base_url=self.llm_base_url, policy=self.policy, baseline_val_bpb=baseline,
-                         noise=noise)
+                         noise=noise, repo=self.repo, cache=self.cache)
 
     def command(self, out: Path) -> str:
         """The exact `bilevel ablate` command that reproduces (or resumes) this ablation."""
         args = ["bilevel", "ablate", "--task", self.task, "--llm", self.llm]
+        for name in CHECKOUT:
+            if getattr(self, name):
+                args += [f"--{name}", getattr(self, name)]
         if self.llm_base_url:
             args += ["--llm-base-url", self.llm_base_url]
         args += ["--seeds", ",".join(map(str, self.seeds)), "--iterations", str(self.iterations),
@@ -176,7 +183,7 @@ def _finished_as_configured(run_dir: Path, cfg: RunConfig) -> bool:
         return False
     with Journal.open_readonly(run_dir) as j:
         run = j.run()
-    want = json.loads(json.dumps(asdict(cfg)))
+    want = json.loads(json.dumps(cfg.to_dict()))
     return run is not None and run["state"] == "finished" and run["config"] == want
 
 
@@ -185,6 +192,7 @@ def run_one(cfg: RunConfig, run_dir: Path) -> str:
     from .cli import _execute
 
     cfg.validate()
+    cfg.load_task()  # the checkout's file hashes are part of the config
     if _finished_as_configured(run_dir, cfg):
         print(f"ablate: {run_dir} finished already; skipped")
         return "finished"
@@ -231,7 +239,8 @@ def ablate(settings: AblationSettings, out: Path) -> int:
 
     settings.validate()
     out.mkdir(parents=True, exist_ok=True)
-    script_sha = hashlib.sha256(tasks.load(settings.task).source().encode()).hexdigest()
+    script_sha = hashlib.sha256(tasks.resolve(settings.task, settings.repo, settings.cache)
+                                .source().encode()).hexdigest()
     manifest = open_manifest(out, settings, script_sha)
     manifest["command"] = settings.command(out)
     manifest["per_run_max_tokens"], manifest["per_run_max_usd"] = settings.per_run_budget()
@@ -270,15 +279,22 @@ def _list(text: str) -> list[str]:
 
 
 def settings_from_args(args: argparse.Namespace) -> AblationSettings:
+    from ..inner import tasks
+
+    task = tasks.resolve(args.task, args.repo, args.cache)
+    budget = task.defaults_budget() if args.budget is None else args.budget
+    task.check_budget(budget)
+    where = task.locator()
     try:
         seeds = [int(s) for s in _list(args.seeds)]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
     s = AblationSettings(task=args.task, llm=args.llm, llm_base_url=args.llm_base_url, seeds=seeds,
-                         iterations=args.iterations, budget=args.budget,
+                         iterations=args.iterations, budget=budget,
                          groups=[g.upper() for g in _list(args.groups)], noise_repeats=args.noise_repeats,
                          strategy_every=args.strategy_every, research_every=args.research_every,
-                         max_tokens=args.max_tokens, max_usd=args.max_usd, policy=args.policy)
+                         max_tokens=args.max_tokens, max_usd=args.max_usd, policy=args.policy,
+                         repo=where.get("repo"), cache=where.get("cache"))
     s.validate()
     return s
 
@@ -289,13 +305,17 @@ def ablate_command(args: argparse.Namespace) -> int:
 
 
 def add_ablate_parser(subparsers) -> None:
+    from .cli import add_checkout_args
+
     a = subparsers.add_parser("ablate", help="the paper's groups A-D as ordinary runs, with a shared noise floor")
     a.add_argument("--task", default="tinygpt")
+    add_checkout_args(a)
     a.add_argument("--llm", default="offline", help="a model name, or offline")
     a.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (else BILEVEL_LLM_BASE_URL)")
     a.add_argument("--seeds", default="1,2", help="comma-separated; every group runs every seed")
     a.add_argument("--iterations", type=int, default=8, help="iterations of every group run")
-    a.add_argument("--budget", type=float, default=30.0, help="each trial's training budget, seconds")
+    a.add_argument("--budget", type=float,
+                   help="each trial's training budget, seconds (default: the task's own; tinygpt 30)")
     a.add_argument("--groups", default="A,B,C,D",
                    help="A: Level 1; B: 1,1.5; C: 1,1.5,2; D: 1,2")
     a.add_argument("--noise-repeats", type=int, default=3, help="baseline trials per seed for the noise floor")

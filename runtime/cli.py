@@ -45,15 +45,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 def trial_script(task: tasks.Task, sets: dict[str, str], budget: float | None) -> str:
     """The task's script with validated constants and the training budget written in."""
-    values = edits.validate(sets, task.space)
-    if budget is not None:
-        values["TIME_BUDGET"] = budget
+    values = {**edits.validate(sets, task.space), **task.runtime_values(budget=budget)}
     return edits.apply(task.source(), values)
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
     policy = load(args.policy)
-    task = tasks.load(args.task)
+    task = tasks.resolve(args.task, args.repo, args.cache)
+    if args.budget is not None:
+        task.check_budget(args.budget)
     if args.script:
         if args.set:
             raise edits.EditError("--set applies to the task's script; it cannot be combined with --script")
@@ -68,8 +68,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     work = Path(args.out or Path("runs") / "trials" / trial_id)
     result = executor.run_trial(
         client, policy, script=script, budget_s=budget, work_dir=work,
-        data_dir=task.data_dir(), harness_lib=task.harness_lib, trial_id=trial_id,
-        gpu=policy.gpu_ids() is not None,
+        **task.trial_inputs(), trial_id=trial_id, gpu=policy.gpu_ids() is not None,
     )
     if args.json:
         print(result.to_json())
@@ -85,9 +84,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace):
     from .run import RunConfig
 
+    task = tasks.resolve(args.task, args.repo, args.cache)
     cfg = RunConfig(
         task=args.task, llm=args.llm, levels=[x.strip() for x in args.levels.split(",") if x.strip()],
-        iterations=args.iterations, budget=args.budget, hours=args.hours, max_tokens=args.max_tokens,
+        iterations=args.iterations, budget=task.defaults_budget() if args.budget is None else args.budget,
+        hours=args.hours, max_tokens=args.max_tokens,
         max_usd=args.max_usd, acceptance=args.acceptance, strategy_every=args.strategy_every,
         research_every=args.research_every, baseline_repeats=args.baseline_repeats
         or (3 if args.acceptance == "noise-aware" else 1),
@@ -95,6 +96,7 @@ def _run_config(args: argparse.Namespace):
         policy=args.policy,
     )
     cfg.validate()
+    cfg.bind(task)
     return cfg
 
 
@@ -103,11 +105,13 @@ def _execute(cfg, run_dir: Path) -> int:
     from .display import LiveDisplay
     from .run import Run
 
+    task = cfg.load_task()  # again on resume: the checkout's files are hashed now and compared on open
     policy = load(cfg.policy)
     with LiveDisplay() as display:
-        runner = Run(cfg, run_dir, policy, display=display)
+        runner = Run(cfg, run_dir, policy, display=display, task=task)
         runner.install_signals()
-        print(f"bilevel run in {run_dir}: task {cfg.task}, levels {','.join(cfg.levels)}, "
+        print(f"bilevel run in {run_dir}: task {cfg.task}" + (f" ({cfg.repo})" if cfg.repo else "")
+              + f", levels {','.join(cfg.levels)}, "
               f"{cfg.iterations} iterations of {cfg.budget:g} s"
               + (f", deadline in {cfg.hours:g} h" if cfg.hours else ""))
         if cfg.llm == "offline":
@@ -179,6 +183,12 @@ def cmd_mechanism_check(args: argparse.Namespace) -> int:
     return mechanism_cli.check_command(args.file, args.policy, args.json)
 
 
+def add_checkout_args(p: argparse.ArgumentParser) -> None:
+    """`--repo` and `--cache`, for `--task karpathy` only (`bilevel.inner.tasks.karpathy`)."""
+    p.add_argument("--repo", help="a karpathy/autoresearch checkout whose prepare.py has run (--task karpathy)")
+    p.add_argument("--cache", help="its data cache (default ~/.cache/autoresearch, as prepare.py has it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .ablate import add_ablate_parser
     p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
@@ -198,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trial", help="run one trial in the sandbox")
     t.add_argument("--task", default="tinygpt")
+    add_checkout_args(t)
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     t.add_argument("--script", help="run this file in place of the task's script (untrusted)")
-    t.add_argument("--budget", type=float, help="training budget in seconds")
+    t.add_argument("--budget", type=float, help="training budget in seconds (default: the task's own)")
     t.add_argument("--policy")
     t.add_argument("--out", help="folder for the trial's script, output and log")
     t.add_argument("--json", action="store_true")
@@ -208,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="a bilevel run (offline by default)")
     r.add_argument("--task", default="tinygpt")
+    add_checkout_args(r)
     r.add_argument("--llm", default="offline", help="a model name, or offline")
     r.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (else BILEVEL_LLM_BASE_URL)")
     r.add_argument("--levels", default="1,1.5,2")
     r.add_argument("--iterations", type=int, default=12)
-    r.add_argument("--budget", type=float, default=30.0, help="each trial's training budget, seconds")
+    r.add_argument("--budget", type=float,
+                   help="each trial's training budget, seconds (default: the task's own; tinygpt 30)")
     r.add_argument("--hours", type=float, help="wall-clock deadline of the run")
     r.add_argument("--max-tokens", type=int)
     r.add_argument("--max-usd", type=float)

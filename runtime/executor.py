@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +58,48 @@ def new_trial_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+_HOMES: dict[tuple[str, str], str] = {}
+HOME_PROBE = "import os; print(os.path.expanduser('~'))"
+
+
+def sandbox_home(client: docker.DockerClient, policy: Policy, image, log=None) -> str:
+    """What `os.path.expanduser("~")` gives a trial's script, asked of the image itself.
+
+    Why ask: a script that keeps data under `~` (karpathy's prepare.py does) needs it mounted
+    there, and no environment variable may say where (invariant 4). The engine sets HOME from the
+    image's passwd entry for the policy's user: `/nonexistent` for nobody in the bootstrap image,
+    whatever the host says with `--base host`, `/` for a uid with no entry. So one hardened probe
+    container, once per image and user, answers exactly; the answer is then reused.
+    """
+    key = (image.id, policy.user)
+    if key not in _HOMES:
+        kwargs = hardening.container_kwargs(
+            policy, "trial", image.id, ["python3", "-I", "-c", HOME_PROBE],
+            host_mounts=images.host_mounts(image), labels={hardening.LABEL_TRIAL: "home-probe"},
+        )
+        container = None
+        try:
+            container = client.containers.create(name=f"bilevel-probe-{uuid.uuid4().hex[:12]}", **kwargs)
+            container.start()
+            code = container.wait(timeout=60).get("StatusCode")
+            out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+        except (DockerException, requests.RequestException) as exc:
+            raise InfraError(f"the Docker engine failed while asking the trial image for its home: {exc}") from exc
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except (DockerException, requests.RequestException):
+                    pass
+        if code != 0 or not posixpath.isabs(out) or "\n" in out:
+            raise images.ImageError(f"the trial image gives user {policy.user} no usable home "
+                                    f"(exit {code}, {out[:80]!r}); a task that mounts data under ~ cannot run")
+        _HOMES[key] = posixpath.normpath(out)
+        if log is not None:
+            log.info("sandbox_home", home=_HOMES[key], user=policy.user)
+    return _HOMES[key]
+
+
 def run_trial(
     client: docker.DockerClient,
     policy: Policy,
@@ -65,12 +109,17 @@ def run_trial(
     work_dir: Path,
     data_dir: Path | None = None,
     harness_lib: str | None = None,
+    ro_mounts: Sequence[tuple[Path, str]] = (),
     trial_id: str | None = None,
     run_id: str | None = None,
     gpu: bool = False,
     cancel: threading.Event | None = None,
 ) -> TrialResult:
-    """Run `script` (already edited, or untrusted in code mode) under the policy's limits."""
+    """Run `script` (already edited, or untrusted in code mode) under the policy's limits.
+
+    `ro_mounts` are the task's extra read-only (host path, sandbox path) pairs; a sandbox path
+    starting with `~/` is placed under the sandbox user's home (`sandbox_home`).
+    """
     trial_id = trial_id or new_trial_id()
     log = get_logger(run_id=run_id, trial_id=trial_id)
     image = images.image_for(client, "trial")
@@ -91,6 +140,10 @@ def run_trial(
     if data_dir is not None:
         mounts.append(Mount(target="/data", source=str(data_dir.resolve()), type="bind", read_only=True))
         command += ["--data", "/data"]
+    for source, target in ro_mounts:
+        if target.startswith("~/"):
+            target = posixpath.join(sandbox_home(client, policy, image, log), target[2:])
+        mounts.append(Mount(target=target, source=str(Path(source).resolve()), type="bind", read_only=True))
     if harness_lib:
         command += ["--lib", harness_lib]
     command.append("/work/train.py")
@@ -126,7 +179,9 @@ def run_trial(
         exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
         metrics=metrics, summary_problem=problem,
     )
-    m = metrics if status == "ok" else {}
+    m = dict(metrics) if status == "ok" else {}
+    if "peak_mem_mb" not in m and "peak_vram_mb" in m:  # karpathy's train.py names its memory so
+        m["peak_mem_mb"] = m["peak_vram_mb"]
     (work_dir / "log.txt").write_text(w.log.text())
     result = TrialResult(
         trial_id=trial_id, status=status, reason=reason,

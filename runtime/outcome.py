@@ -11,7 +11,9 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-SUMMARY_KEYS = ("val_bpb", "training_seconds", "peak_mem_mb", "num_steps", "num_params_M")
+SUMMARY_KEYS = ("val_bpb", "training_seconds", "peak_mem_mb", "num_steps", "num_params_M",
+                # karpathy/autoresearch's train.py prints these too; peak_vram_mb is its memory figure
+                "total_seconds", "peak_vram_mb", "mfu_percent", "total_tokens_M", "depth")
 REQUIRED = ("val_bpb", "training_seconds")
 MAX_LINE = 4096
 

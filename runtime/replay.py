@@ -24,11 +24,16 @@ def replay_trial(run_dir: Path, seq: int) -> int:
         script = journal.artifacts.get_text(rec["script_sha"])
     cfg = run["config"]
     policy = from_data(run["policy"], "journal")
-    task = tasks.load(cfg["task"])
+    task = tasks.resolve(cfg["task"], cfg.get("repo"), cfg.get("cache"))
+    changed = tasks.changed_files(cfg.get("task_files", {}), task)
+    if changed:  # the script is the recorded one, but a checkout's prepare.py is mounted as it is now
+        print(f"replay: the task's {', '.join(changed)} changed since the run recorded it; "
+              "restore the checkout to replay on the recorded inputs")
+        return 2
     client = engine.connect()
     with tempfile.TemporaryDirectory() as tmp:
         r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
-                               data_dir=task.data_dir(), harness_lib=task.harness_lib)
+                               **task.trial_inputs(), gpu=policy.gpu_ids() is not None)
     print(f"recorded: {rec['status']} val_bpb={rec['val_bpb']} ({rec['reason']})")
     print(f"replayed: {r.status} val_bpb={r.val_bpb} ({r.reason})")
     same = r.status == rec["status"]

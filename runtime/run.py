@@ -60,6 +60,32 @@ class RunConfig:
     # own, noisier baseline. Part of the config: a resume that changes them is refused.
     baseline_val_bpb: float | None = None
     noise: float | None = None
+    # A task from outside the package (`--task karpathy --repo PATH`): the checkout and its data
+    # cache, resolved, and the sha256 of the files that define its trials, taken again on every
+    # resume, so a resume after the checkout changed is refused, naming the file. Stored only when
+    # set (`to_dict`), so the configs of bundled-task runs, and their folder names, stay as they were.
+    repo: str | None = None
+    cache: str | None = None
+    task_files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The config as the journal stores it."""
+        d = asdict(self)
+        for key in ("repo", "cache", "task_files"):
+            if not d[key]:
+                del d[key]
+        return d
+
+    def bind(self, task: tasks.Task) -> tasks.Task:
+        """Take the task's location and file hashes; refuse a budget the task cannot honour."""
+        task.check_budget(self.budget)
+        for key, value in task.locator().items():
+            setattr(self, key, value)
+        self.task_files = task.fingerprint()
+        return task
+
+    def load_task(self) -> tasks.Task:
+        return self.bind(tasks.resolve(self.task, self.repo, self.cache))
 
     def validate(self) -> None:
         bad = [lv for lv in self.levels if lv not in LEVELS]
@@ -77,7 +103,7 @@ class RunConfig:
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""
-        keep = {k: v for k, v in asdict(self).items()
+        keep = {k: v for k, v in self.to_dict().items()
                 if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -96,8 +122,10 @@ class Stop(Exception):
 
 
 class Run:
-    def __init__(self, cfg: RunConfig, run_dir: Path, policy: Policy, display=None) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, policy: Policy, display=None,
+                 task: tasks.Task | None = None) -> None:
         self.cfg, self.dir, self.policy = cfg, run_dir, policy
+        self.bound_task = task  # loaded and bound by the caller (`cfg.load_task()`), else loaded here
         self.display = display
         self.stop_requested = threading.Event()   # first signal: stop after/at the current trial
         self.cancel_trial = threading.Event()     # set when the policy says to kill the trial
@@ -114,7 +142,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal.open(self.dir)
         run = self.journal.run()
-        config = asdict(self.cfg)
+        config = self.cfg.to_dict()
         if run is None:
             self.run_id = f"{self.dir.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
             if self.cfg.hours is not None:
@@ -132,6 +160,10 @@ class Run:
                 if old.get("deadline") else datetime.fromisoformat(run["created_at"])
             config["deadline"] = (start + timedelta(hours=self.cfg.hours)).isoformat()
         refused = diff_config(old, config)
+        files = [name.removeprefix("task_files.") for name in refused if name.startswith("task_files")]
+        if files:
+            raise ValueError(f"cannot resume run {self.run_id}: the task's {', '.join(files)} changed since "
+                             "the run started; restore it, or start a new run")
         if refused:
             raise ValueError(f"cannot resume run {self.run_id}: changed setting(s) {', '.join(refused)} "
                              "(only a later deadline or bigger budgets may change)")
@@ -166,9 +198,7 @@ class Run:
     def trial(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None) -> dict:
         """Run one trial with journaling before and after; infrastructure failures are retried."""
         self.check_trial_fits()
-        values = dict(config)
-        values["TIME_BUDGET"] = self.cfg.budget
-        values["SEED"] = self.cfg.seed
+        values = {**config, **self.task.runtime_values(budget=self.cfg.budget, seed=self.cfg.seed)}
         script = edits.apply(self.task.source(), values)
         sha = self.journal.artifacts.put(script)  # content-addressed: the ref is the script's sha256
         changes = {k: v for k, v in config.items() if self.defaults.get(k) != v}
@@ -189,8 +219,8 @@ class Run:
             try:
                 r = executor.run_trial(
                     self.client, self.policy, script=script, budget_s=self.cfg.budget,
-                    work_dir=self.dir / "trials" / f"{seq:04d}-{tid}", data_dir=self.data_dir,
-                    harness_lib=self.task.harness_lib, trial_id=str(tid), run_id=self.run_id,
+                    work_dir=self.dir / "trials" / f"{seq:04d}-{tid}", **self.trial_inputs,
+                    trial_id=str(tid), run_id=self.run_id,
                     gpu=self.policy.gpu_ids() is not None, cancel=self.cancel_trial,
                 )
             except executor.InfraError as exc:
@@ -336,7 +366,8 @@ class Run:
                         "tokens_left": None if self.cfg.max_tokens is None else self.cfg.max_tokens - usage["tokens"],
                         "usd_left": None if self.cfg.max_usd is None else self.cfg.max_usd - usage["usd"]},
             "mechanisms": self.mechs.stats() if hasattr(self, "mechs") else [],
-            "recent": [{k: t[k] for k in ("seq", "status", "val_bpb", "kept", "hypothesis")} for t in done[-5:]],
+            "recent": [{k: t[k] for k in ("seq", "kind", "status", "val_bpb", "kept", "hypothesis")}
+                       for t in done[-5:]],
         }
 
     def restore_state(self) -> None:
@@ -444,8 +475,8 @@ class Run:
         try:
             self.client = engine.connect()
             engine.sweep_orphans(self.client)
-            self.task = tasks.load(self.cfg.task)
-            self.data_dir = self.task.data_dir()
+            self.task = self.bound_task or self.cfg.load_task()
+            self.trial_inputs = self.task.trial_inputs()
             self.offline = OfflineProposer(self.task.space, self.cfg.seed + len(self.journal.trials()))
             self.make_llm()
             self.restore_state()
