@@ -5,7 +5,7 @@ best so far, budgets left, which mechanisms are working); whoever pipes it to a 
 wants a short history, not a repaint flood. So on a terminal a background refresh (rich's Live
 thread, ~2 Hz) keeps the elapsed time moving between `update` calls, and off a terminal a line
 is printed only when something happened: a trial started or ended, the best changed, a
-mechanism was activated or quarantined.
+mechanism was activated, retired or quarantined.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class LiveDisplay:
         best = (snap.get("best") or {}).get("val_bpb")
         best_seq = (snap.get("best") or {}).get("seq")
         recent = snap.get("recent") or []
-        mechs = {m["name"]: "quarantined" if m.get("quarantined") else ("active" if m.get("active") else "inactive")
+        mechs = {m["name"]: "quarantined" if m.get("quarantined") else ("active" if m.get("active") else "retired")
                  for m in snap.get("mechanisms") or []}
         trial = snap.get("trial")
         if not self._started:
@@ -222,7 +222,7 @@ class LiveDisplay:
         t.add_column("calls")
         for m in mechs:
             state = ("[red]quarantined[/]" if m.get("quarantined") else "[green]active[/]" if m.get("active")
-                     else "[dim]inactive[/]")
+                     else "[dim]retired[/]")
             calls = ", ".join(f"{h} {n}" for h, n in sorted((m.get("calls") or {}).items())) or "—"
             t.add_row(m.get("name", "?"), state, calls)
         return t

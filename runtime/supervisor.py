@@ -49,9 +49,11 @@ def watch(
     """Start `container` and supervise it; it is stopped (not removed) when this returns."""
     log, summary = CappedLog(log_cap), SummaryParser()
     first: list[float] = []
+    # Attach before start, so no output can be missed however soon the script exits (an attach
+    # after start relies on the engine replaying what was already written).
+    stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
     t0 = time.monotonic()
     container.start()
-    stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
 
     def pump() -> None:
         try:
