@@ -121,7 +121,7 @@ def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dic
                     "source": cand.get("source", "proposer")}, merged, rejected
         rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
     for _ in range(50):   # every candidate was refused: a constrained offline step
-        cand = step.offline.propose(state.incumbent, state.active)
+        cand = step.offline.propose(state.incumbent, state.active, state.history)
         values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
         if values is not None:
             return {**cand, "changes": values, "source": "fallback"}, merged, rejected

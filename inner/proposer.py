@@ -63,22 +63,32 @@ def extend(param: Param, before: Any, after: Any) -> Any:
 class OfflineProposer:
     """A seeded proposer that perturbs one or two active constants inside the search space.
 
-    It follows through (pattern search): when its last change was kept, its next proposal
-    pushes the same constants one more step the same way, until a step is not kept."""
+    It covers the space first: it picks among the active constants changed least often so far,
+    so a short run touches every constant before any twice (a uniform draw over a dozen
+    constants leaves a third untouched after a dozen iterations). And it follows through
+    (pattern search): when its last change was kept, its next proposal pushes the same
+    constants one more step the same way, until a step is not kept."""
 
     def __init__(self, space: dict[str, Param], seed: int) -> None:
         self.space = space
         self.rng = random.Random(seed)
         self.last: dict[str, tuple[Any, Any]] = {}   # its last proposal: name -> (before, after)
 
-    def propose(self, incumbent: dict[str, Any], active: list[str], scale: float = 1.0) -> dict:
+    def propose(self, incumbent: dict[str, Any], active: list[str], history: list[dict] = (),
+                scale: float = 1.0) -> dict:
         follow = {n: extend(self.space[n], a, b) for n, (a, b) in self.last.items()
                   if n in active and incumbent.get(n) == b}
         changes = {n: v for n, v in follow.items() if v is not None and v != incumbent[n]}
         tag = "offline perturbation (follow-through)"
         if not changes:
-            names = self.rng.sample(sorted(active), k=min(len(active), self.rng.choice([1, 1, 2])))
-            changes = {n: perturb(self.space[n], incumbent[n], self.rng, scale) for n in names}
+            touched = {n: 0 for n in active}
+            for h in history:
+                for n in h.get("changes") or {}:
+                    if n in touched:
+                        touched[n] += 1
+            k = min(len(active), self.rng.choice([1, 1, 2]))
+            order = sorted(sorted(active), key=lambda n: (touched[n], self.rng.random()))
+            changes = {n: perturb(self.space[n], incumbent[n], self.rng, scale) for n in order[:k]}
             tag = "offline perturbation"
         self.last = {n: (incumbent[n], v) for n, v in changes.items()}
         desc = ", ".join(f"{n} {incumbent[n]!r} -> {v!r}" for n, v in changes.items())

@@ -290,7 +290,7 @@ class Run:
 
     def propose(self, state: LoopState, sections: list[dict]) -> dict | None:
         if self.llm is None:
-            return self.offline.propose(state.incumbent, state.active)
+            return self.offline.propose(state.incumbent, state.active, state.history)
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
                                  guidance=state.guidance, fence=fence)

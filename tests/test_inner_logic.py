@@ -175,3 +175,13 @@ def test_offline_proposer_follows_through_a_kept_change_and_stops_after_a_failed
     assert "follow-through" not in third["hypothesis"]
     assert extend(SPACE["N_LAYER"], 2, 3) == 4 and extend(SPACE["N_LAYER"], 5, 6) == 6
     assert extend(SPACE["LR"], 1e-3, 2e-3) == pytest.approx(4e-3)
+
+
+def test_offline_proposer_touches_every_constant_before_any_twice():
+    space = {f"P{i}": Param(f"P{i}", "float", 1e-4, 1.0) for i in range(8)}
+    inc = {n: 0.01 for n in space}
+    p, history = OfflineProposer(space, 5), []
+    for _ in range(8):
+        history.append({"changes": p.propose(inc, list(space), history)["changes"]})
+    counts = [sum(n in h["changes"] for h in history) for n in space]
+    assert min(counts) >= 1 and max(counts) - min(counts) <= 1
