@@ -49,6 +49,7 @@ class Session:
     rounds: list[dict] = field(default_factory=list)
     action: str = "add"                 # add | replace | retire (see outer/portfolio.py)
     target: str | None = None           # the active mechanism replaced or retired
+    why: str = ""                       # the reason for the action, in words
 
 
 def library_sources() -> dict[str, str]:
@@ -86,19 +87,22 @@ def offline_session(stand: list[dict], used: list[str], seed: int, cycle: int,
     random.Random(seed).shuffle(order)
     todo = [n for n in order if n not in used]
     target = portfolio.idlest(stand)
-    why = (f"{target} shaped no kept trial in its first {portfolio.PATIENCE} or more iterations"
-           if target else "every active mechanism has shaped a kept trial or is still new")
+    if target:
+        n = next(s["iterations_active"] for s in stand if s["name"] == target)
+        why = f"{target} decided no kept trial in {n} iterations (patience {portfolio.PATIENCE})"
+    else:
+        why = f"no active mechanism has gone {portfolio.PATIENCE} iterations without deciding a kept trial"
     note = {"round": "offline", "prompt": f"cycle {cycle}: standing of the active mechanisms\n"
             + json.dumps(stand, indent=1), "output": why}
     if not todo:
         if target:
-            return Session(False, None, None, f"{why}; the library is spent", "library", [note],
-                           "retire", target)
+            return Session(False, None, None, "the library is spent", "library", [note],
+                           "retire", target, why)
         return Session(False, None, None, "every library mechanism has been used", "library", [note])
     name = todo[0]
     ok, reason = validate(lib[name])
     note["output"] += f"; drew {name}"
-    return Session(ok, name, lib[name], reason, "library", [note], "replace" if target else "add", target)
+    return Session(ok, name, lib[name], reason, "library", [note], "replace" if target else "add", target, why)
 
 
 def _decision(spec: str, active: list[str]) -> tuple[str, str | None, str]:
@@ -149,7 +153,7 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
                "hook returns.\n\n" + CONTRACT)
     action, target, why = _decision(spec, [s["name"] for s in stand])
     if action == "retire":
-        return Session(False, None, None, why, "generated", rounds, action, target)
+        return Session(False, None, None, "no module: retire only", "generated", rounds, action, target, why)
     gen = ask("generate", "The specification:\n" + fence(spec, "spec") + "\n\n" + CONTRACT
               + "\n\nWrite the complete mechanism module in one ```python block.")
     source = extract_code(gen)
@@ -164,4 +168,4 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
     if source:
         m = re.search(r"""^\s*name\s*=\s*["']([\w\-. ]{1,40})["']""", source, flags=re.M)
         name = m.group(1) if m else "generated"
-    return Session(ok, name, source, reason, "generated", rounds, action, target)
+    return Session(ok, name, source, reason, "generated", rounds, action, target, why)

@@ -496,13 +496,14 @@ def _decisions(facts: Facts) -> list[str]:
 def _session_text(p: dict) -> str:
     """A Level 2 session in one line: the decision, the module's verdict, what was switched off."""
     action = p.get("action", "add")
-    parts = [f"{action} {p['target']}" if p.get("target") else action]
+    parts = [(f"{action} {p['target']}" if p.get("target") else action)
+             + (f" ({p['why']})" if p.get("why") else "")]
     if p.get("name"):
         verdict = "activated" if p.get("activated") else ("accepted" if p.get("accepted") else "rejected")
         parts.append(f"{p['name']} ({p.get('origin')}): {verdict}")
     if p.get("retired"):
         parts.append(f"retired mechanism {p['retired']}")
-    parts.append(f"reason: {p.get('activation') or p.get('reason')}")
+    parts.append(f"module: {p.get('activation') or p.get('reason')}")
     return "; ".join(parts)
 
 

@@ -333,7 +333,7 @@ class Run:
         rounds = [{**r, "prompt_ref": self.journal.artifacts.put(r["prompt"]),
                    "output_ref": self.journal.artifacts.put(r["output"])} for r in session.rounds]
         payload = {"cycle": cycle, "origin": session.origin, "name": session.name,
-                   "action": session.action, "target": session.target,
+                   "action": session.action, "target": session.target, "why": session.why,
                    "accepted": session.accepted, "reason": session.reason,
                    "source_ref": self.journal.artifacts.put(session.source) if session.source else None,
                    "rounds": [{k: r[k] for k in ("round", "prompt_ref", "output_ref")} for r in rounds]}

@@ -68,6 +68,7 @@ def test_offline_adds_then_replaces_the_idle_then_retires_when_the_library_is_sp
     assert (second.action, second.target) == ("replace", first.name)
     assert second.name not in (first.name,) and second.name in lib
     assert first.name in second.rounds[0]["output"]           # the reason is journaled with the session
+    assert second.why == f"{first.name} decided no kept trial in 6 iterations (patience 4)"
     spent = research.offline_session(idle, lib, seed=0, cycle=2, validate=accept_all)
     assert (spent.action, spent.target, spent.accepted, spent.source) == ("retire", first.name, False, None)
     done = research.offline_session([], lib, seed=0, cycle=3, validate=accept_all)
@@ -95,3 +96,13 @@ def test_llm_retire_skips_the_generate_round():
     s = research.llm_session(chat, lambda text, tag: text, [], stand, accept_all)
     assert asked == ["explore", "critique", "specify"]
     assert (s.action, s.target, s.accepted, s.source) == ("retire", "tabu", False, None)
+
+
+def test_report_reads_a_session_as_a_decision():
+    from bilevel.runtime.report import _session_text
+
+    text = _session_text({"action": "replace", "target": "tabu", "why": "tabu decided no kept trial in 6 iterations",
+                          "name": "doe", "origin": "library", "accepted": True, "activated": True,
+                          "activation": "active", "retired": 1})
+    assert text == ("replace tabu (tabu decided no kept trial in 6 iterations); doe (library): activated; "
+                    "retired mechanism 1; module: active")
