@@ -1,7 +1,7 @@
 """Run one trial in its own hardened container and report its outcome.
 
-One container per trial, created for it and removed after it, always: the `finally` below
-runs on errors and on KeyboardInterrupt/SystemExit (the CLI turns SIGTERM into SystemExit).
+One container per trial, created for it and removed after it, always: `_container` removes it
+on errors and on KeyboardInterrupt/SystemExit too (the CLI turns SIGTERM into SystemExit).
 Data flows one way: the executor writes the trial's inputs, the sandbox runs them, the
 supervisor watches, and only plain facts come back.
 """
@@ -14,7 +14,8 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def new_trial_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@contextmanager
+def _container(client: docker.DockerClient, name: str, kwargs: dict, doing: str) -> Iterator:
+    """A container created for one block and removed however the block ends (errors,
+    KeyboardInterrupt, SystemExit); engine failures become InfraError, not the script's fault."""
+    container = None
+    try:
+        container = client.containers.create(name=name, **kwargs)
+        yield container
+    except (DockerException, requests.RequestException) as exc:
+        raise InfraError(f"the Docker engine failed {doing}: {exc}") from exc
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except (DockerException, requests.RequestException):
+                pass  # gone already, or the engine is down: the orphan sweep removes it later
+
+
 _HOMES: dict[tuple[str, str], str] = {}
 HOME_PROBE = "import os; print(os.path.expanduser('~'))"
 
@@ -77,20 +96,11 @@ def sandbox_home(client: docker.DockerClient, policy: Policy, image, log=None) -
             policy, "trial", image.id, ["python3", "-I", "-c", HOME_PROBE],
             host_mounts=images.host_mounts(image), labels={hardening.LABEL_TRIAL: "home-probe"},
         )
-        container = None
-        try:
-            container = client.containers.create(name=f"bilevel-probe-{uuid.uuid4().hex[:12]}", **kwargs)
+        with _container(client, f"bilevel-probe-{uuid.uuid4().hex[:12]}", kwargs,
+                        "while asking the trial image for its home") as container:
             container.start()
             code = container.wait(timeout=60).get("StatusCode")
             out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
-        except (DockerException, requests.RequestException) as exc:
-            raise InfraError(f"the Docker engine failed while asking the trial image for its home: {exc}") from exc
-        finally:
-            if container is not None:
-                try:
-                    container.remove(force=True)
-                except (DockerException, requests.RequestException):
-                    pass
         if code != 0 or not posixpath.isabs(out) or "\n" in out:
             raise images.ImageError(f"the trial image gives user {policy.user} no usable home "
                                     f"(exit {code}, {out[:80]!r}); a task that mounts data under ~ cannot run")
@@ -155,23 +165,14 @@ def run_trial(
     limits = policy.trial
     deadline = budget_s + float(limits["grace_s"])
     log.info("trial_start", budget_s=budget_s, deadline_s=deadline, script_sha=sha[:12])
-    container = None
     t0 = time.monotonic()
-    try:
-        # A unique name: trial ids repeat across runs, and a container the engine lost may linger.
-        container = client.containers.create(name=f"bilevel-trial-{trial_id}-{uuid.uuid4().hex[:8]}", **kwargs)
+    # A unique name: trial ids repeat across runs, and a container the engine lost may linger.
+    with _container(client, f"bilevel-trial-{trial_id}-{uuid.uuid4().hex[:8]}", kwargs,
+                    f"during trial {trial_id}") as container:
         w = supervisor.watch(
             container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
             out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20, cancel=cancel,
         )
-    except (DockerException, requests.RequestException) as exc:
-        raise InfraError(f"the Docker engine failed during trial {trial_id}: {exc}") from exc
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except (DockerException, requests.RequestException):
-                pass  # gone already, or the engine is down: the orphan sweep removes it later
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
     metrics, problem = w.summary.result()

@@ -283,13 +283,16 @@ def plot_progress(facts: Facts, path: Path) -> Path:
                        color="0.65", zorder=5, clip_on=False, label="off scale")
 
         colors = ["tab:purple", "tab:blue", "tab:orange", "tab:brown", "tab:cyan", "tab:olive"]
+        retired = retirements(facts)
         for i, m in enumerate(m for m in facts.mechanisms if m["activated_at_iteration"] is not None):
             x = activation_x(facts, m["activated_at_iteration"])
             color = colors[i % len(colors)]
             ax.axvline(x, color=color, linestyle=":", linewidth=1.8, zorder=1)
             label = f"{m['name']} (iteration {m['activated_at_iteration']})"
             if m["quarantined"]:
-                label += f"\nquarantined at iteration {m['quarantined_at_iteration']}"
+                label += f"\n quarantined at iteration {m['quarantined_at_iteration']}"
+            elif m["mech_id"] in retired:
+                label += f"\n retired after iteration {retired[m['mech_id']]}"
             # Staggered heights so labels of nearby activations do not overprint each other.
             ax.text(x, 0.92 - 0.09 * (i % 3), " " + label, transform=top, ha="left", va="top", color=color,
                     fontsize=11, zorder=6, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1})
@@ -420,6 +423,12 @@ def _trial_table(facts: Facts) -> list[str]:
     return out
 
 
+def retirements(facts: Facts) -> dict[int, int]:
+    """mech_id -> the iteration after which a Level 2 session retired it."""
+    return {d["payload"]["retired"]: d["iteration"] for d in facts.decisions
+            if d["level"] == "2" and isinstance(d["payload"], dict) and d["payload"].get("retired")}
+
+
 def _effects_text(e: dict[str, int]) -> str:
     parts = []
     if e.get("sections"):
@@ -443,8 +452,7 @@ def _mechanism_table(facts: Facts) -> list[str]:
     if not facts.mechanisms:
         return out + ["No mechanism was activated."]
     effects = portfolio.effects(facts.records.values())
-    retired = {d["payload"]["retired"]: d["iteration"] for d in facts.decisions
-               if d["level"] == "2" and isinstance(d["payload"], dict) and d["payload"].get("retired")}
+    retired = retirements(facts)
     out += ["| id | name | origin | activated at iteration | state | calls per hook | effects |",
             "|---:|---|---|---:|---|---|---|"]
     for m in facts.mechanisms:
