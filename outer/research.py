@@ -147,10 +147,11 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
     spec = ask("specify", "The bottleneck:\n" + fence(critique, "critique")
                + "\n\nFirst decide, on a line of its own, one of: `DECISION: add`, "
                "`DECISION: replace NAME` (a new mechanism takes the place of the active NAME) or "
-               "`DECISION: retire NAME` (NAME is switched off and nothing new is written). Active: "
-               + (", ".join(s["name"] for s in stand) or "none") + ".\n\nUnless you retire, specify one mechanism "
-               "that addresses the bottleneck: its name, the hooks it defines, and exactly what each "
-               "hook returns.\n\n" + CONTRACT)
+               "`DECISION: retire NAME` (NAME is switched off and nothing new is written). Active "
+               # Names of generated mechanisms came from an LLM: data, fenced like the rest.
+               "mechanisms:\n" + fence(", ".join(s["name"] for s in stand) or "none", "active")
+               + "\n\nUnless you retire, specify one mechanism that addresses the bottleneck: its name, "
+               "the hooks it defines, and exactly what each hook returns.\n\n" + CONTRACT)
     action, target, why = _decision(spec, [s["name"] for s in stand])
     if action == "retire":
         return Session(False, None, None, "no module: retire only", "generated", rounds, action, target, why)

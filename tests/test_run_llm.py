@@ -56,7 +56,7 @@ def responder(msgs: list[dict]) -> str:
         return GOOD_MODULE
     if "Write the complete mechanism module" in text:
         return BAD_MODULE
-    if "DECISION:" in text and "Active: deeper-first." in text:
+    if "DECISION:" in text and "<<data:active:" in text and "\ndeeper-first\n" in text:
         return "DECISION: retire deeper-first\nIt has had its chance."
     if "DECISION:" in text:
         return "DECISION: add\nSpec: a mechanism named deeper-first whose suggest proposes N_LAYER=3."
