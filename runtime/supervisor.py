@@ -49,11 +49,10 @@ def watch(
     """Start `container` and supervise it; it is stopped (not removed) when this returns."""
     log, summary = CappedLog(log_cap), SummaryParser()
     first: list[float] = []
-    # Attach before start, so no output can be missed however soon the script exits (an attach
-    # after start relies on the engine replaying what was already written).
-    stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
     t0 = time.monotonic()
     container.start()
+    # logs=True: the engine replays what the script wrote before the attach, however soon it exits.
+    stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
 
     def pump() -> None:
         try:
