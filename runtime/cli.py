@@ -277,7 +277,10 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGINT too, explicitly: a process started in the background inherits SIGINT ignored, and
+    # then Ctrl-C or `kill -INT` would leave a trial's container running to its deadline.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         return args.func(args)
     except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError) as exc:
