@@ -23,10 +23,11 @@ from pathlib import Path
 from bilevel.inner import tasks
 from bilevel.inner.proposer import OfflineProposer
 from bilevel.outer import research
-from bilevel.runtime import engine, executor, logs, policy
-from bilevel.runtime import run as run_module
-from bilevel.runtime.run import Run, RunConfig
-from bilevel.runtime.run_mechanisms import RunMechanisms
+from bilevel.runtime import logs, policy
+from bilevel.runtime.run import schedule as run_module
+from bilevel.runtime.run.mechanisms import RunMechanisms
+from bilevel.runtime.run.schedule import Run, RunConfig
+from bilevel.runtime.sandbox import engine, executor
 
 RNG = random.Random(0)
 

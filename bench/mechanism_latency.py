@@ -18,10 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
-from bilevel.runtime import engine, images, policy
-from bilevel.runtime.mechanism_host import ContainerTransport, SandboxedMechanism
-from bilevel.runtime.mechanism_wire import decode, encode
-from bilevel.runtime.validation import synthetic_trace, validate
+from bilevel.runtime import policy
+from bilevel.runtime.mechanisms.host import ContainerTransport, SandboxedMechanism
+from bilevel.runtime.mechanisms.validation import synthetic_trace, validate
+from bilevel.runtime.mechanisms.wire import decode, encode
+from bilevel.runtime.sandbox import engine, images
 
 LIBRARY = Path(__file__).resolve().parents[1] / "outer" / "library"
 TRIVIAL = """

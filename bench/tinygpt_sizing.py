@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bilevel.inner import edits, tasks
 from bilevel.inner.tasks.tinygpt import corpus
-from bilevel.runtime import images
+from bilevel.runtime.sandbox import images
 
 # Found by hand at a 30 s budget on a 2-core CPU; every value lies inside task.toml's space.
 # Why it wins: for a 30 s budget the defaults take too few steps (deep, big batch) at too low an LR.

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from bilevel.inner import tasks
-from bilevel.runtime import engine, executor, images, policy
-from bilevel.runtime.cli import trial_script
+from bilevel.runtime import policy
+from bilevel.runtime.outputs.cli import trial_script
+from bilevel.runtime.sandbox import engine, executor, images
 
 
 def bare(script: str, task: tasks.Task, data: Path, work: Path) -> tuple[float, float, str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import engine, policy
+from bilevel.runtime import policy
+from bilevel.runtime.sandbox import engine
 
 TEST_POLICY = """
 [trial]

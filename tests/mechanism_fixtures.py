@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import engine, hardening, images, policy
-from bilevel.runtime.mechanism_host import SandboxedMechanism, container_factory
-from bilevel.runtime.mechanism_wire import LineBuffer
+from bilevel.runtime import policy
+from bilevel.runtime.mechanisms.host import SandboxedMechanism, container_factory
+from bilevel.runtime.mechanisms.wire import LineBuffer
+from bilevel.runtime.sandbox import engine, hardening, images
 
 ROOT = Path(__file__).resolve().parents[1]
 DAEMON = ROOT / "sandbox" / "images" / "mechanism" / "daemon.py"

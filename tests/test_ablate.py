@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from bilevel.runtime.journal import Journal
+from bilevel.runtime.journal.store import Journal
 
 pytestmark = pytest.mark.docker
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 ARGS = ["ablate", "--groups", "A,C", "--seeds", "1", "--iterations", "2", "--budget", "1",
         "--strategy-every", "1", "--research-every", "1", "--noise-repeats", "2"]
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from bilevel.runtime import ablate_report
-from bilevel.runtime.ablate import GROUPS
-from bilevel.runtime.ablate_stats import (
+from bilevel.runtime.ablation import report as ablate_report
+from bilevel.runtime.ablation.harness import GROUPS
+from bilevel.runtime.ablation.stats import (
     RunResult,
     best_curve,
     compare,

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import engine
-from bilevel.runtime.journal import Journal
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.sandbox import engine
 
 from fake_llm import Delay, Status, fake_llm_fixture  # noqa: F401
 
 pytestmark = pytest.mark.docker
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

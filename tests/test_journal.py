@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import journal as jmod
-from bilevel.runtime.artifacts import ArtifactError, ArtifactStore, ref_of
-from bilevel.runtime.journal import (
+from bilevel.runtime.journal import store as jmod
+from bilevel.runtime.journal.artifacts import ArtifactError, ArtifactStore, ref_of
+from bilevel.runtime.journal.store import (
     Journal,
     JournalError,
     JournalLocked,
@@ -204,7 +204,7 @@ def test_transaction_is_atomic_and_nested_block_rolls_back_alone(j: Journal):
 
 WRITER = """
     import sys, time
-    from bilevel.runtime.journal import Journal
+    from bilevel.runtime.journal.store import Journal
     j = Journal.open(sys.argv[1])
     print("ready", flush=True)
     for i in range(150):
@@ -287,7 +287,7 @@ def test_torn_wal_tail_recovers_to_a_consistent_prefix(tmp_path: Path, damage: s
 
 KILLED = """
     import os, sys, time
-    from bilevel.runtime.journal import Journal
+    from bilevel.runtime.journal.store import Journal
     j = Journal.open(sys.argv[1])
     j._conn.execute("PRAGMA cache_size = 5")  # spill uncommitted pages into the WAL
     wal = j.path.with_name("journal.db-wal")

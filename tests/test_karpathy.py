@@ -21,10 +21,10 @@ import pytest
 
 from bilevel.inner.edits import EditError
 from bilevel.inner.tasks import karpathy, resolve
-from bilevel.runtime.journal import Journal
-from bilevel.runtime.outcome import SummaryParser
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.sandbox.outcome import SummaryParser
 
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 VAL = 0.875  # what the fake's evaluate_bpb reads from the cache; it adds 0.001 per DEPTH
 
 PREPARE = '''"""Fake prepare.py: karpathy-shaped, CPU only; its data lives under ~/.cache/autoresearch."""

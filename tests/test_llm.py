@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from bilevel.runtime import logs
-from bilevel.runtime.llm import (
+from bilevel.runtime.llm.client import (
     Budget,
     BudgetExceeded,
     LLMClient,
@@ -23,7 +23,7 @@ from bilevel.runtime.llm import (
     load_price_overrides,
     price_for,
 )
-from bilevel.runtime.llm_json import fence, parse_json
+from bilevel.runtime.llm.parsing import fence, parse_json
 
 from fake_llm import (
     Delay,

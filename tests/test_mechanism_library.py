@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from bilevel.runtime import mechanism_cli
-from bilevel.runtime.validation import SPACE, synthetic_trace
+from bilevel.runtime.mechanisms.validation import SPACE, synthetic_trace
+from bilevel.runtime.outputs import mechanism_commands as mechanism_cli
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import LIBRARY
 

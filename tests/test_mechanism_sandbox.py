@@ -9,16 +9,16 @@ import time
 import pytest
 from docker.errors import NotFound
 
-from bilevel.runtime import mechanism_cli
-from bilevel.runtime.mechanism_host import (
+from bilevel.runtime.mechanisms.host import (
     MechanismInputError,
     MechanismSet,
     SandboxedMechanism,
     replay_path,
 )
-from bilevel.runtime.mechanism_replay import read_replay
-from bilevel.runtime.mechanism_schema import SchemaError, check_output
-from bilevel.runtime.mechanism_wire import (
+from bilevel.runtime.mechanisms.replay import read_replay
+from bilevel.runtime.mechanisms.schema import SchemaError, check_output
+from bilevel.runtime.mechanisms.validation import PolicyViolation, check_source, synthetic_trace
+from bilevel.runtime.mechanisms.wire import (
     Demuxer,
     LineBuffer,
     MessageTooLarge,
@@ -26,7 +26,7 @@ from bilevel.runtime.mechanism_wire import (
     decode,
     encode,
 )
-from bilevel.runtime.validation import PolicyViolation, check_source, synthetic_trace
+from bilevel.runtime.outputs import mechanism_commands as mechanism_cli
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import (
     mech_policy,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bilevel.runtime.outcome import CappedLog, SummaryParser, classify
+from bilevel.runtime.sandbox.outcome import CappedLog, SummaryParser, classify
 
 GOOD = b"step 1\n---\nval_bpb: 2.5\ntraining_seconds: 30.0\npeak_mem_mb: 12\n"
 

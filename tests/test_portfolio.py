@@ -99,7 +99,7 @@ def test_llm_retire_skips_the_generate_round():
 
 
 def test_report_reads_a_session_as_a_decision():
-    from bilevel.runtime.report import _session_text
+    from bilevel.runtime.outputs.report import _session_text
 
     text = _session_text({"action": "replace", "target": "tabu", "why": "tabu decided no kept trial in 6 iterations",
                           "name": "doe", "origin": "library", "accepted": True, "activated": True,

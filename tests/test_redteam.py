@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime.validation import smoke_test, validate
+from bilevel.runtime.mechanisms.validation import smoke_test, validate
 from tests import mechanism_fixtures as fx
 from tests.mechanism_fixtures import (
     SECRET_NAME,

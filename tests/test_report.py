@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime.display import LiveDisplay
-from bilevel.runtime.journal import Journal
-from bilevel.runtime.report import TSV_HEADER, results_tsv, write_report
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.outputs.display import LiveDisplay
+from bilevel.runtime.outputs.report import TSV_HEADER, results_tsv, write_report
 
 # (iteration, changes, hypothesis, status, val_bpb, kept); iteration 0 is the baseline.
 TRIALS = [

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime.journal import Journal
+from bilevel.runtime.journal.store import Journal
 
 pytestmark = pytest.mark.docker
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 
 
 def bilevel(*args, timeout=600, **kw) -> subprocess.CompletedProcess:

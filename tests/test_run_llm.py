@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from bilevel.runtime.journal import Journal
+from bilevel.runtime.journal.store import Journal
 
 from fake_llm import (
     FakeLLM,
@@ -23,7 +23,7 @@ from fake_llm import (
 )
 
 pytestmark = pytest.mark.docker
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 
 BAD_MODULE = "```python\nimport os\n\nclass Mechanism:\n    name = 'bad'\n```"
 GOOD_MODULE = '''```python

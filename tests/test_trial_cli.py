@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import engine, hardening, policy
+from bilevel.runtime import policy
+from bilevel.runtime.sandbox import engine, hardening
 
 HOSTILE = Path(__file__).parent / "hostile"
-BILEVEL = [sys.executable, "-m", "bilevel.runtime.cli"]
+BILEVEL = [sys.executable, "-m", "bilevel.runtime"]
 
 
 def _trial_containers(client, pid: int):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bilevel.runtime import executor
+from bilevel.runtime.sandbox import executor
 
 pytestmark = pytest.mark.docker
 HOSTILE = Path(__file__).parent / "hostile"

@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from . import policy as policy_mod
-from .journal import Journal
-from .mechanism_host import replay_path
-from .mechanism_replay import ReplayError, read_replay, replay
-from .run_mechanisms import journal_replay_inputs
-from .validation import validate
+from bilevel.runtime import policy as policy_mod
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.mechanisms.host import replay_path
+from bilevel.runtime.mechanisms.replay import ReplayError, read_replay, replay
+from bilevel.runtime.mechanisms.validation import validate
+from bilevel.runtime.run.mechanisms import journal_replay_inputs
 
 SHOW = 600   # characters of each hook output in the human-readable verdict
 

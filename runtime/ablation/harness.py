@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .journal import Journal
-from .run import RunConfig
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.run.schedule import RunConfig
 
 GROUPS: dict[str, list[str]] = {"A": ["1"], "B": ["1", "1.5"], "C": ["1", "1.5", "2"], "D": ["1", "2"]}
 MANIFEST = "ablation.json"
@@ -189,7 +189,7 @@ def _finished_as_configured(run_dir: Path, cfg: RunConfig) -> bool:
 
 def run_one(cfg: RunConfig, run_dir: Path) -> str:
     """Start, resume or skip one ordinary run; returns its journal state afterwards."""
-    from .cli import _execute
+    from bilevel.runtime.outputs.cli import _execute
 
     cfg.validate()
     cfg.load_task()  # the checkout's file hashes are part of the config
@@ -208,7 +208,7 @@ def baseline_values(run_dir: Path) -> list[float]:
 
 def measure_baselines(out: Path, settings: AblationSettings, manifest: dict) -> str:
     """The per-seed baseline runs and the shared noise floor, into the manifest. Returns a run state."""
-    from .ablate_stats import pooled_sd
+    from bilevel.runtime.ablation.stats import pooled_sd
 
     samples = []
     for seed in settings.seeds:
@@ -234,8 +234,8 @@ def measure_baselines(out: Path, settings: AblationSettings, manifest: dict) -> 
 
 def ablate(settings: AblationSettings, out: Path) -> int:
     """Run or resume the whole ablation, then write its report; returns the exit code."""
-    from ..inner import tasks
-    from .ablate_report import write_report
+    from bilevel.inner import tasks
+    from bilevel.runtime.ablation.report import write_report
 
     settings.validate()
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def _list(text: str) -> list[str]:
 
 
 def settings_from_args(args: argparse.Namespace) -> AblationSettings:
-    from ..inner import tasks
+    from bilevel.inner import tasks
 
     task = tasks.resolve(args.task, args.repo, args.cache)
     budget = task.defaults_budget() if args.budget is None else args.budget
@@ -305,7 +305,7 @@ def ablate_command(args: argparse.Namespace) -> int:
 
 
 def add_ablate_parser(subparsers) -> None:
-    from .cli import add_checkout_args
+    from bilevel.runtime.outputs.cli import add_checkout_args
 
     a = subparsers.add_parser("ablate", help="the paper's groups A-D as ordinary runs, with a shared noise floor")
     a.add_argument("--task", default="tinygpt")

@@ -14,7 +14,7 @@ from typing import Any
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from .policy import Policy
+from bilevel.runtime.policy import Policy
 
 LABEL_ROLE = "bilevel.role"      # "trial" or "mechanism"; used to sweep orphans
 LABEL_OWNER = "bilevel.owner"    # "<hostname>:<pid>" of the orchestrator that created it

@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from docker.errors import APIError, NotFound
 
-from . import hardening, images
-from .logs import get_logger
-from .mechanism_schema import HOOKS, SchemaError, check_output
-from .mechanism_wire import Demuxer, LineBuffer, MessageTooLarge, WireError, decode, encode
-from .policy import Policy
+from bilevel.runtime.logs import get_logger
+from bilevel.runtime.mechanisms.schema import HOOKS, SchemaError, check_output
+from bilevel.runtime.mechanisms.wire import Demuxer, LineBuffer, MessageTooLarge, WireError, decode, encode
+from bilevel.runtime.policy import Policy
+from bilevel.runtime.sandbox import hardening, images
 
 DAEMON = "/bilevel/mechanism/daemon.py"
 OUTCOMES = ("ok", "error", "timeout", "invalid", "fuel", "memory")
@@ -180,7 +180,7 @@ def container_factory(client=None, labels: dict[str, str] | None = None):
     def make(policy: Policy) -> Transport:
         nonlocal client
         if client is None:
-            from .engine import connect
+            from bilevel.runtime.sandbox.engine import connect
 
             client = connect()
         return ContainerTransport(client, policy, labels=labels)

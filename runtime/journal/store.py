@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bilevel.runtime.artifacts import ArtifactStore
+from bilevel.runtime.journal.artifacts import ArtifactStore
 from bilevel.runtime.logs import get_logger
 
 DB_NAME = "journal.db"

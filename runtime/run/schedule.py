@@ -18,17 +18,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..inner import edits, tasks
-from ..inner.acceptance import noise_floor
-from ..inner.loop import LoopState, Step, iterate
-from ..inner.proposer import OfflineProposer, proposal_messages
-from ..outer import portfolio, research, strategy
-from . import engine, executor, logs
-from .journal import Journal, diff_config
-from .llm import Budget, BudgetExceeded, LLMClient, LLMConfig, LLMError, fence
-from .policy import Policy
-from .report import results_tsv
-from .run_mechanisms import RunMechanisms
+from bilevel.inner import edits, tasks
+from bilevel.inner.acceptance import noise_floor
+from bilevel.inner.loop import LoopState, Step, iterate
+from bilevel.inner.proposer import OfflineProposer, proposal_messages
+from bilevel.outer import portfolio, research, strategy
+from bilevel.runtime import logs
+from bilevel.runtime.journal.store import Journal, diff_config
+from bilevel.runtime.llm.client import Budget, BudgetExceeded, LLMClient, LLMConfig, LLMError, fence
+from bilevel.runtime.outputs.report import results_tsv
+from bilevel.runtime.policy import Policy
+from bilevel.runtime.run.mechanisms import RunMechanisms
+from bilevel.runtime.sandbox import engine, executor
 
 LEVELS = ("1", "1.5", "2")
 INFRA_ATTEMPTS = 3

@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 from docker.errors import APIError, NotFound
 
-from .outcome import CappedLog, SummaryParser
+from bilevel.runtime.sandbox.outcome import CappedLog, SummaryParser
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.outer import portfolio
-from bilevel.runtime.journal import Journal
+from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.logs import get_logger
 
 FAILED = ("crash", "timeout", "oom", "invalid")

@@ -12,9 +12,9 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .ablate import GROUPS, read_manifest, run_folder
-from .ablate_stats import GroupSummary, RunResult, TestResult, compare, flags, read_run, summarize
-from .report import _atomic_write, _cell, save_figure
+from bilevel.runtime.ablation.harness import GROUPS, read_manifest, run_folder
+from bilevel.runtime.ablation.stats import GroupSummary, RunResult, TestResult, compare, flags, read_run, summarize
+from bilevel.runtime.outputs.report import _atomic_write, _cell, save_figure
 
 COLORS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab:purple"}
 NAMES = {"A": "Level 1", "B": "Levels 1 + 1.5", "C": "Levels 1 + 1.5 + 2", "D": "Levels 1 + 2"}

@@ -24,10 +24,10 @@ import requests
 from docker.errors import DockerException
 from docker.types import Mount
 
-from . import hardening, images, supervisor
-from .logs import get_logger
-from .outcome import classify
-from .policy import Policy
+from bilevel.runtime.logs import get_logger
+from bilevel.runtime.policy import Policy
+from bilevel.runtime.sandbox import hardening, images, supervisor
+from bilevel.runtime.sandbox.outcome import classify
 
 
 @dataclass

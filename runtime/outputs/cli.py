@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..inner import edits, tasks
-from . import doctor, engine, executor, images
-from .images import ImageError
-from .journal import Journal, JournalError
-from .policy import PolicyError, load
+from bilevel.inner import edits, tasks
+from bilevel.runtime.journal.store import Journal, JournalError
+from bilevel.runtime.policy import PolicyError, load
+from bilevel.runtime.sandbox import doctor, engine, executor, images
+from bilevel.runtime.sandbox.images import ImageError
 
 # The run loop, its LLM client, the report (matplotlib) and the mechanism tools are imported
 # by the commands that use them, so that `bilevel trial` and `bilevel doctor` start quickly.
@@ -82,7 +82,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace):
-    from .run import RunConfig
+    from bilevel.runtime.run.schedule import RunConfig
 
     task = tasks.resolve(args.task, args.repo, args.cache)
     cfg = RunConfig(
@@ -101,9 +101,9 @@ def _run_config(args: argparse.Namespace):
 
 
 def _execute(cfg, run_dir: Path) -> int:
-    from . import report
-    from .display import LiveDisplay
-    from .run import Run
+    from bilevel.runtime.outputs import report
+    from bilevel.runtime.outputs.display import LiveDisplay
+    from bilevel.runtime.run.schedule import Run
 
     task = cfg.load_task()  # again on resume: the checkout's files are hashed now and compared on open
     policy = load(cfg.policy)
@@ -124,14 +124,14 @@ def _execute(cfg, run_dir: Path) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .run import default_run_dir
+    from bilevel.runtime.run.schedule import default_run_dir
 
     cfg = _run_config(args)
     return _execute(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .run import RunConfig
+    from bilevel.runtime.run.schedule import RunConfig
 
     run_dir = Path(args.run)
     if not (run_dir / "journal.db").exists():
@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from bilevel.runtime.outputs import report
 
     for name, path in report.write_report(Path(args.run)).items():
         print(f"{name}: {path}")
@@ -170,7 +170,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from . import mechanism_cli, replay
+    from bilevel.runtime.outputs import mechanism_commands as mechanism_cli
+    from bilevel.runtime.outputs import replay
 
     if args.kind == "trial":
         return replay.replay_trial(Path(args.run), int(args.id))
@@ -178,7 +179,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_mechanism_check(args: argparse.Namespace) -> int:
-    from . import mechanism_cli
+    from bilevel.runtime.outputs import mechanism_commands as mechanism_cli
 
     return mechanism_cli.check_command(args.file, args.policy, args.json)
 
@@ -190,7 +191,7 @@ def add_checkout_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .ablate import add_ablate_parser
+    from bilevel.runtime.ablation.harness import add_ablate_parser
     p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..inner import tasks
-from . import engine, executor
-from .journal import Journal
-from .policy import from_data
+from bilevel.inner import tasks
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.policy import from_data
+from bilevel.runtime.sandbox import engine, executor
 
 
 def replay_trial(run_dir: Path, seq: int) -> int:

@@ -7,8 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import engine, images
-from .policy import PolicyError, load
+from bilevel.runtime.policy import PolicyError, load
+from bilevel.runtime.sandbox import engine, images
 
 
 @dataclass

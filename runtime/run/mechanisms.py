@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .journal import Journal
-from .mechanism_host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
-from .policy import Policy
-from .validation import validate
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.mechanisms.host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
+from bilevel.runtime.mechanisms.validation import validate
+from bilevel.runtime.policy import Policy
 
 
 def mechanism_seed(run_seed: int, mech_id: int) -> int:

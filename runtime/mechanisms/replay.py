@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .mechanism_host import SandboxedMechanism
-from .policy import Policy
+from bilevel.runtime.mechanisms.host import SandboxedMechanism
+from bilevel.runtime.policy import Policy
 
 # Limits a replay takes from the file (they change what the mechanism does); resource
 # limits (memory, pids, cpus) stay those of the current policy.

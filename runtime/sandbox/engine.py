@@ -12,8 +12,8 @@ import time
 import docker
 from docker.errors import DockerException, NotFound
 
-from .hardening import LABEL_OWNER, LABEL_ROLE
-from .logs import get_logger
+from bilevel.runtime.logs import get_logger
+from bilevel.runtime.sandbox.hardening import LABEL_OWNER, LABEL_ROLE
 
 FIX = "start one with `bash scripts/engine.sh` (installs docker.io and starts dockerd), then run `bilevel doctor`"
 

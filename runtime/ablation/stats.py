@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .journal import FINISHED, Journal
+from bilevel.runtime.journal.store import FINISHED, Journal
 
 EXACT_LIMIT = 20_000        # enumerate every relabelling up to this many, else sample
 RESAMPLES = 10_000          # Monte-Carlo relabellings

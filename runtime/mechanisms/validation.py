@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mechanism_host import SandboxedMechanism
-from .policy import Policy
+from bilevel.runtime.mechanisms.host import SandboxedMechanism
+from bilevel.runtime.policy import Policy
 
 MAX_AST_DEPTH = 60
 MAX_NODES = 30_000

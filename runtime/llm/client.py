@@ -23,7 +23,7 @@ from typing import Any
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
-from bilevel.runtime.llm_json import FENCE_RULE, fence, parse_json
+from bilevel.runtime.llm.parsing import FENCE_RULE, fence, parse_json
 from bilevel.runtime.logs import get_logger
 
 __all__ = [
