@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 
 from bilevel.inner import tasks
-from bilevel.inner.proposer import OfflineProposer
 from bilevel.outer import research
 from bilevel.runtime import logs, policy
-from bilevel.runtime.run import schedule as run_module
+from bilevel.runtime.outputs.tsv import write_results
+from bilevel.runtime.run import levels
+from bilevel.runtime.run.budgets import Budgets
+from bilevel.runtime.run.config import RunConfig
 from bilevel.runtime.run.mechanisms import RunMechanisms
-from bilevel.runtime.run.schedule import Run, RunConfig
+from bilevel.runtime.run.schedule import Run
 from bilevel.runtime.sandbox import engine, executor
 
 RNG = random.Random(0)
@@ -45,31 +47,31 @@ def stub_trial(client, pol, *, script: str, budget_s: float, work_dir: Path, tri
 
 def one_run(folder: Path, iterations: int, mechanisms: dict[str, str]) -> list[float]:
     """Seconds of each iteration of one run with the given library mechanisms active."""
-    r = Run(RunConfig(iterations=iterations, levels=["1", "1.5"]), folder, policy.load(None))
-    r.open()
+    r = Run(RunConfig(iterations=iterations, levels=["1", "1.5"]), folder, policy.load(None),
+            observers=[lambda p: p.trial is None and write_results(folder, p.view)])
+    journal, run_id, config = r.open()
     logs.configure(path=folder / "log.jsonl")
-    r.log = logs.get_logger(run_id=r.run_id)
-    r.client, r.task, r.llm = engine.connect(), tasks.load("tinygpt"), None
-    r.trial_inputs = r.task.trial_inputs()
-    r.offline = OfflineProposer(r.task.space, 0)
-    r.restore_state()
-    r.mechs = RunMechanisms(r.client, r.policy, r.journal, r.run_id, 0)
+    log = logs.get_logger(run_id=run_id)
+    client = engine.connect()
+    mechs = RunMechanisms(client, r.policy, journal, run_id, 0)
+    s = r.build(journal, run_id, log, client, tasks.load("tinygpt"), Budgets(r.cfg, config, r.policy, r.controls),
+                mechs)
     try:
         for name, source in mechanisms.items():
-            ok, why, _ = r.mechs.activate(name, "library", source, 0)
+            ok, why, _ = mechs.activate(name, "library", source, 0)
             assert ok, why
-        r.baseline()
+        s.baseline()
         times = []
         for it in range(iterations):
             t0 = time.perf_counter()
             if it and it % r.cfg.strategy_every == 0:
-                r.level15()
-            r._iterate()
+                levels.strategy_cycle(s.state, s.llm, journal, r.cfg.min_active)
+            s.iterate()
             times.append(time.perf_counter() - t0)
         return times
     finally:
-        r.mechs.close()
-        r.journal.close()
+        mechs.close()
+        journal.close()
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -82,7 +84,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    run_module.executor.run_trial = stub_trial   # the one thing not measured: the container
+    executor.run_trial = stub_trial   # the one thing not measured: the container
     library = research.library_sources()
     figures: dict[str, list[tuple[float, float]]] = {"no mechanisms": [], f"{len(library)} mechanisms": []}
     with tempfile.TemporaryDirectory(prefix="bilevel-bench-") as tmp:

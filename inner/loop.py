@@ -19,6 +19,10 @@ from .proposer import OfflineProposer
 
 MAX_SECTION = 2000        # characters of one mechanism context section in a prompt
 MAX_SECTIONS = 6
+# The keys of one history entry: the loop appends these, a resume rebuilds them, views show them.
+HISTORY_KEYS = ("iteration", "changes", "val_bpb", "status", "kept", "hypothesis", "source")
+# What `observe` receives: the mechanism contract's record.
+OBSERVE_KEYS = ("iteration", "changes", "config", "val_bpb", "best_before", "status", "hypothesis", "kept")
 
 
 @dataclass
@@ -175,8 +179,6 @@ def iterate(state: LoopState, step: Step, chosen: dict | None = None) -> dict:
     if verdict == "keep":
         state.incumbent = config
         state.best = min(state.best, result["val_bpb"])
-    step.mechs.call_all("observe", {k: record[k] for k in (
-        "iteration", "changes", "config", "val_bpb", "best_before", "status", "hypothesis", "kept")})
-    state.history.append({k: record[k] for k in (
-        "iteration", "changes", "val_bpb", "status", "kept", "hypothesis", "source")})
+    step.mechs.call_all("observe", {k: record[k] for k in OBSERVE_KEYS})
+    state.history.append({k: record[k] for k in HISTORY_KEYS})
     return record

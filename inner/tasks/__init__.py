@@ -12,73 +12,14 @@ identifies its files), so the run, trial, replay and ablate code never asks whic
 
 from __future__ import annotations
 
-import importlib
-import os
 import tomllib
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from ..edits import EditError, Param, read_constants
+from bilevel.inner.edits import EditError, Param
+from bilevel.inner.tasks.base import RUNTIME_CONSTANTS, Task
 
-# Constants the runtime writes into every trial's script, when the script has them: they are
-# never part of a search space (the budget is each trial's, the seed the run's).
-RUNTIME_CONSTANTS = ("TIME_BUDGET", "SEED")
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    folder: Path
-    script: str
-    space: dict[str, Param]
-
-    def source(self) -> str:
-        """The task's own script; never edited in place (edits go to per-trial copies)."""
-        return (self.folder / self.script).read_text()
-
-    def defaults(self) -> dict:
-        """The script's current values of the tunable constants."""
-        consts = read_constants(self.source())
-        return {k: consts[k] for k in self.space}
-
-    def defaults_budget(self) -> float:
-        """The script's own TIME_BUDGET, used when no budget is given."""
-        return float(read_constants(self.source()).get("TIME_BUDGET", 30))
-
-    @property
-    def harness_lib(self) -> str:
-        """Where the trial image holds this task's trusted harness."""
-        return f"/bilevel/tasks/{self.name}"
-
-    def data_dir(self) -> Path | None:
-        """The task's prepared data on the host (made on first use, then reused)."""
-        root = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
-        corpus = importlib.import_module(f"{__name__}.{self.name}.corpus")
-        return corpus.prepare(root / "bilevel" / "data" / self.name)
-
-    def runtime_values(self, budget: float | None = None, seed: int | None = None) -> dict[str, Any]:
-        """TIME_BUDGET and SEED for a trial's script, only where the script has such a constant."""
-        have = read_constants(self.source())
-        given = {"TIME_BUDGET": budget, "SEED": seed}
-        return {k: v for k, v in given.items() if v is not None and k in have}
-
-    def check_budget(self, budget: float) -> None:
-        """Refuse a training budget the task cannot honour (a bundled task takes any)."""
-
-    def fingerprint(self) -> dict[str, str]:
-        """sha256 of the files outside bilevel that define the trials; none for a bundled task."""
-        return {}
-
-    def locator(self) -> dict[str, str]:
-        """What `resolve` needs besides the name to load this task again; nothing for a bundled task."""
-        return {}
-
-    def trial_inputs(self) -> dict[str, Any]:
-        """What `executor.run_trial` mounts for this task: data, harness path, extra read-only files."""
-        return {"data_dir": self.data_dir(), "harness_lib": self.harness_lib, "ro_mounts": ()}
-
+__all__ = ["RUNTIME_CONSTANTS", "Task", "available", "changed_files", "load", "resolve"]
 
 def available() -> list[str]:
     root = resources.files(__name__)
@@ -87,7 +28,7 @@ def available() -> list[str]:
 
 def resolve(name: str = "tinygpt", repo: str | Path | None = None, cache: str | Path | None = None) -> Task:
     """The task a command names: a bundled one, or with `--repo` a karpathy/autoresearch checkout."""
-    from . import karpathy
+    from bilevel.inner.tasks import karpathy
 
     if name == karpathy.NAME:
         if repo is None:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..edits import EditError, Param, read_constants
-from . import RUNTIME_CONSTANTS, Task
+from bilevel.inner.edits import EditError, Param, read_constants
+from bilevel.inner.tasks.base import RUNTIME_CONSTANTS, Task
 
 NAME = "karpathy"
 LIB = "/bilevel/checkout"                 # where the trial sees prepare.py (the --lib path)

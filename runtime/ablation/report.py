@@ -12,9 +12,11 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bilevel.runtime.ablation.harness import GROUPS, read_manifest, run_folder
+from bilevel.runtime.ablation.protocol import GROUPS, read_manifest, run_folder
 from bilevel.runtime.ablation.stats import GroupSummary, RunResult, TestResult, compare, flags, read_run, summarize
-from bilevel.runtime.outputs.report import _atomic_write, _cell, save_figure
+from bilevel.runtime.files import atomic_write
+from bilevel.runtime.outputs.plot import save_figure
+from bilevel.runtime.outputs.text import cell
 
 COLORS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab:purple"}
 NAMES = {"A": "Level 1", "B": "Levels 1 + 1.5", "C": "Levels 1 + 1.5 + 2", "D": "Levels 1 + 2"}
@@ -103,8 +105,8 @@ def _mechanisms_table(results: list[RunResult]) -> list[str]:
            "|---|---:|---|---|---:|---|---|---:|"]
     for r, m in rows:
         calls = ", ".join(f"{h} {n}" for h, n in sorted(m["calls"].items())) or "**never called**"
-        state = "quarantined" if m["quarantined"] else ("active" if m.get("active", True) else "retired")
-        out.append(f"| {r.group}-s{r.seed} | {m['id']} | {_cell(m['name'], 40)} | {m['origin']} "
+        state = m["state"]
+        out.append(f"| {r.group}-s{r.seed} | {m['id']} | {cell(m['name'], 40)} | {m['origin']} "
                    f"| {m['activated_at'] if m['activated_at'] is not None else '—'} | {state} | {calls} "
                    f"| {sum(m['calls'].values())} |")
     return out
@@ -219,5 +221,5 @@ def write_report(out: Path) -> dict[str, Path]:
     results = collect(out, manifest)
     paths = {"ablation.md": out / "ablation.md", "ablation.png": out / "ablation.png"}
     plot(manifest, results, paths["ablation.png"])
-    _atomic_write(paths["ablation.md"], markdown(out, manifest, results).encode())
+    atomic_write(paths["ablation.md"], markdown(out, manifest, results))
     return paths

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bilevel.runtime.journal.store import FINISHED, Journal
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.vocabulary import Level
 
 EXACT_LIMIT = 20_000        # enumerate every relabelling up to this many, else sample
 RESAMPLES = 10_000          # Monte-Carlo relabellings
@@ -43,7 +45,7 @@ class RunResult:
     generated: int = 0                         # Level 2 sessions that produced a mechanism
     accepted: int = 0                          # ... that passed validation and were activated
     quarantined: int = 0
-    # {id, name, origin, activated_at, quarantined, active, calls}
+    # {id, name, origin, state, activated_at, quarantined, active, calls}
     mechanisms: list[dict] = field(default_factory=list)
     llm_calls: int = 0
     tokens: int = 0
@@ -62,41 +64,27 @@ class RunResult:
         return len(self.curve) - 1
 
 
-def best_curve(baseline: float, records: Sequence[dict]) -> list[float]:
-    """Best-so-far after each iteration, from the journal's iteration records, starting at the baseline."""
-    best, curve = baseline, [baseline]
-    for rec in sorted(records, key=lambda r: r["iteration"]):
-        if rec.get("kept") and rec.get("val_bpb") is not None:
-            best = min(best, rec["val_bpb"])
-        curve.append(best)
-    return curve
-
-
 def read_run(run_dir: Path, *, group: str, seed: int, baseline: float, rel: str) -> RunResult:
     """A group run's result, read through a read-only journal (works while the run is live)."""
     with Journal.open_readonly(run_dir) as j:
-        run = j.run() or {}
-        cfg = run.get("config") or {}
-        summary = j.status_summary()
-        finished = j.finished_trials()
-        records = [e["payload"] for e in j.events("iteration")]
-        sessions = [d["payload"] for d in j.decisions() if d["level"] == "2"]
-        rows = {m["mech_id"]: m for m in j.mechanisms()}
-    mechanisms = [{"id": m["id"], "name": m["name"], "origin": m["origin"], "quarantined": bool(m["quarantined"]),
-                   "active": bool(m["active"]), "activated_at": rows[m["id"]]["activated_at_iteration"],
-                   "calls": dict(m["calls"])}
-                  for m in summary["mechanisms"]]
+        view = RunView.read(j)
+    cfg = view.config
+    sessions = [d.payload for d in view.decisions_at(Level.RESEARCH)]
+    mechanisms = [{"id": m.mech_id, "name": m.name, "origin": m.origin.value, "state": m.state.value,
+                   "quarantined": m.quarantined, "active": m.active, "activated_at": m.activated_at_iteration,
+                   "calls": dict(m.calls)}
+                  for m in view.mechanisms]
     return RunResult(
         group=group, seed=seed, run=rel, levels=list(cfg.get("levels") or []), baseline=baseline,
-        curve=best_curve(baseline, records), iterations=int(cfg.get("iterations") or 0),
-        state=run.get("state"), state_reason=run.get("state_reason"),
-        kept=sum(bool(t["kept"]) for t in finished if t["kind"] != "baseline"),
-        crashes=sum(t["status"] != "ok" for t in finished if t["status"] in FINISHED),
-        trials=len(finished),
+        curve=view.best_by_iteration(baseline), iterations=int(cfg.get("iterations") or 0),
+        state=view.run.state if view.run else None, state_reason=view.run.state_reason if view.run else None,
+        kept=sum(bool(t.kept) for t in view.finished if not t.is_baseline),
+        crashes=sum(t.failed for t in view.finished),
+        trials=len(view.finished),
         generated=sum(bool(s.get("source_ref")) for s in sessions),
         accepted=sum(bool(s.get("activated")) for s in sessions),
         quarantined=sum(m["quarantined"] for m in mechanisms), mechanisms=mechanisms,
-        llm_calls=summary["llm"]["calls"], tokens=summary["llm"]["tokens"], usd=summary["llm"]["usd"],
+        llm_calls=view.llm_totals["calls"], tokens=view.llm_totals["tokens"], usd=view.llm_totals["usd"],
     )
 
 

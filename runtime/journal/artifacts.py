@@ -10,10 +10,10 @@ characters, so a ref read back from the journal can never name a path outside th
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from bilevel.runtime.files import atomic_write
 
 REF_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -42,15 +42,6 @@ def _bytes(data: bytes | str) -> bytes:
     raise TypeError(f"artifacts hold bytes or str, not {type(data).__name__}")
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry is data too."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ArtifactStore:
     """Put and get immutable blobs by sha256."""
 
@@ -73,17 +64,7 @@ class ArtifactStore:
         if final.is_file():
             return ref
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)
+        atomic_write(final, blob, durable=True)
         return ref
 
     def get(self, ref: str) -> bytes:

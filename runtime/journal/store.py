@@ -1,4 +1,4 @@
-"""The run journal: one SQLite database per run (`RUN_DIR/journal.db`), its single source of truth.
+"""The journal's store: one SQLite database per run (`RUN_DIR/journal.db`), and every write to it.
 
 Why SQLite in WAL mode: an unattended run must survive SIGKILL, power loss and a torn last
 write, and `bilevel status` must read it while the run is live. Every public write is its own
@@ -10,10 +10,9 @@ loss. The journal is what tells a resume that a trial finished or that an LLM ca
 for; losing that means re-running a trial or paying twice. FULL costs one WAL fsync per
 commit, and commits are a handful per trial (trials take minutes), so durability wins.
 
-A trial is inserted as `running` before its container starts and updated once at its end. A
-logical trial is its `seq`; a rerun after a crash is a new `attempt` of the same seq. Partial
-unique indexes allow at most one finished and one running attempt per seq, so "distinct
-finished trials" is `status IN FINISHED` and nothing is counted twice.
+The store's reads return decoded rows for the write side and for `RunView`; every reader of a
+run's facts (status, report, display, ablation, resume) goes through `RunView` (view.py).
+The schema and its migrations are in schema.py.
 """
 
 from __future__ import annotations
@@ -23,147 +22,30 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bilevel.runtime.journal.artifacts import ArtifactStore
+from bilevel.runtime.journal.errors import JournalError, JournalLocked, JournalVersionError
+from bilevel.runtime.journal.schema import (
+    ENDINGS,
+    RUN_STATES,
+    TRIAL_KINDS,
+    check_version,
+    migrate,
+    now,
+    sql_in,
+)
 from bilevel.runtime.logs import get_logger
+from bilevel.runtime.vocabulary import FINISHED, RERUN
 
 DB_NAME = "journal.db"
-APPLICATION = "bilevel"
 BUSY_TIMEOUT_S = 10.0
 INLINE_MAX = 256 * 1024  # larger hook inputs/outputs go to the artifact store
 
-RUN_STATES = ("running", "stopped", "finished", "failed")
-TRIAL_KINDS = ("baseline", "proposal", "repeat")
-FINISHED = ("ok", "crash", "timeout", "oom", "invalid")  # the trial's own outcome
-RERUN = ("interrupted", "infra")  # not the trial's fault: run it again
-TRIAL_STATUSES = ("running", *FINISHED, *RERUN)
-HOOK_OUTCOMES = ("ok", "error", "timeout", "invalid", "fuel", "memory")
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
-# Each step is a list of statements, applied in order in one transaction; never edit a
-# released step, append a new one. The schema version is the number of steps applied.
-MIGRATIONS: list[list[str]] = [
-    [
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        f"""CREATE TABLE run (
-            run_id TEXT PRIMARY KEY,
-            singleton INTEGER NOT NULL DEFAULT 1 UNIQUE CHECK (singleton = 1),
-            created_at TEXT NOT NULL,
-            config TEXT NOT NULL,
-            policy TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN {_in(RUN_STATES)}),
-            state_reason TEXT,
-            updated_at TEXT NOT NULL)""",
-        f"""CREATE TABLE trials (
-            trial_id INTEGER PRIMARY KEY AUTOINCREMENT,
-            seq INTEGER NOT NULL CHECK (seq >= 0),
-            attempt INTEGER NOT NULL CHECK (attempt >= 1),
-            iteration INTEGER NOT NULL CHECK (iteration >= 0),
-            kind TEXT NOT NULL CHECK (kind IN {_in(TRIAL_KINDS)}),
-            changes TEXT NOT NULL,
-            hypothesis TEXT,
-            script_sha TEXT,
-            status TEXT NOT NULL CHECK (status IN {_in(TRIAL_STATUSES)}),
-            reason TEXT,
-            val_bpb REAL,
-            training_seconds REAL,
-            wall_seconds REAL,
-            peak_mem_mb REAL,
-            exit_code INTEGER,
-            log_ref TEXT,
-            kept INTEGER CHECK (kept IN (0, 1)),
-            started_at TEXT NOT NULL,
-            ended_at TEXT,
-            UNIQUE (seq, attempt),
-            CHECK ((status = 'ok') = (val_bpb IS NOT NULL)),
-            CHECK (kept IS NOT 1 OR status = 'ok'),
-            CHECK ((status IN ('running', 'interrupted')) = (ended_at IS NULL)))""",
-        f"CREATE UNIQUE INDEX trials_one_finished ON trials (seq) WHERE status IN {_in(FINISHED)}",
-        "CREATE UNIQUE INDEX trials_one_running ON trials (seq) WHERE status = 'running'",
-        "CREATE INDEX trials_status ON trials (status)",
-        """CREATE TABLE llm_calls (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            level TEXT NOT NULL CHECK (level IN ('1', '1.5', '2')),
-            purpose TEXT NOT NULL,
-            model TEXT NOT NULL,
-            prompt_sha256 TEXT,
-            tokens_in INTEGER NOT NULL DEFAULT 0 CHECK (tokens_in >= 0),
-            tokens_out INTEGER NOT NULL DEFAULT 0 CHECK (tokens_out >= 0),
-            usd REAL NOT NULL DEFAULT 0 CHECK (usd >= 0),
-            latency_s REAL,
-            outcome TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 1,
-            error TEXT,
-            iteration INTEGER,
-            at TEXT NOT NULL)""",
-        """CREATE TABLE mechanisms (
-            mech_id INTEGER PRIMARY KEY AUTOINCREMENT,
-            name TEXT NOT NULL,
-            origin TEXT NOT NULL CHECK (origin IN ('library', 'generated')),
-            source_ref TEXT,
-            activated_at_iteration INTEGER,
-            active INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),
-            quarantined INTEGER NOT NULL DEFAULT 0 CHECK (quarantined IN (0, 1)),
-            quarantine_reason TEXT,
-            quarantined_at_iteration INTEGER,
-            created_at TEXT NOT NULL,
-            CHECK (NOT (active AND quarantined)))""",
-        f"""CREATE TABLE mechanism_calls (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            mech_id INTEGER NOT NULL REFERENCES mechanisms (mech_id),
-            seq INTEGER NOT NULL,
-            hook TEXT NOT NULL,
-            input TEXT,
-            input_ref TEXT,
-            output TEXT,
-            output_ref TEXT,
-            outcome TEXT NOT NULL CHECK (outcome IN {_in(HOOK_OUTCOMES)}),
-            error TEXT,
-            latency_ms REAL,
-            iteration INTEGER,
-            at TEXT NOT NULL,
-            UNIQUE (mech_id, seq),
-            CHECK ((input IS NULL) <> (input_ref IS NULL)))""",
-        """CREATE TABLE decisions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            level TEXT NOT NULL CHECK (level IN ('1.5', '2')),
-            iteration INTEGER,
-            kind TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            at TEXT NOT NULL)""",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            payload TEXT NOT NULL)""",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class JournalError(RuntimeError):
-    """A journal that cannot be opened or a write that breaks its rules; the message says why."""
-
-
-class JournalVersionError(JournalError):
-    """The journal's schema version is not one this code can use."""
-
-
-class JournalLocked(JournalError):
-    """Another process holds the journal open for writing."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+__all__ = ["DB_NAME", "Journal", "JournalError", "JournalLocked", "JournalVersionError"]
 
 
 def _dumps(value: Any) -> str:
@@ -206,7 +88,7 @@ class Journal:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 _configure_writer(conn)
-                _migrate(conn, path)
+                migrate(conn, path)
                 if check:
                     verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
                     if verdict != "ok":
@@ -235,7 +117,7 @@ class Journal:
         except sqlite3.Error as e:
             raise JournalError(f"cannot read journal {path}: {e}") from e
         try:
-            _check_version(conn, path, version, readonly=True)
+            check_version(conn, path, version, readonly=True)
         except BaseException:
             conn.close()
             raise
@@ -316,7 +198,7 @@ class Journal:
 
     def init_run(self, run_id: str, config: dict, policy: dict) -> None:
         """Record the run once, in state `running`."""
-        now = _now()
+        at = now()
         with self.transaction():
             existing = self._one("SELECT run_id FROM run")
             if existing is not None:
@@ -324,7 +206,7 @@ class Journal:
             self._conn.execute(
                 "INSERT INTO run (run_id, created_at, config, policy, state, updated_at)"
                 " VALUES (?, ?, ?, ?, 'running', ?)",
-                (run_id, now, _dumps(config), _dumps(policy), now),
+                (run_id, at, _dumps(config), _dumps(policy), at),
             )
 
     def run(self) -> dict | None:
@@ -344,7 +226,7 @@ class Journal:
         with self.transaction():
             cur = self._conn.execute(
                 "UPDATE run SET state = ?, state_reason = ?, updated_at = ?",
-                (state, reason, _now()),
+                (state, reason, now()),
             )
             if cur.rowcount != 1:
                 raise JournalError("no run recorded yet")
@@ -357,7 +239,7 @@ class Journal:
             if old is None:
                 raise JournalError("no run recorded yet")
             self._conn.execute(
-                "UPDATE run SET config = ?, updated_at = ?", (_dumps(config), _now())
+                "UPDATE run SET config = ?, updated_at = ?", (_dumps(config), now())
             )
             self._event("config_changed", {"old": old["config"], "new": config, "note": note})
 
@@ -403,7 +285,7 @@ class Journal:
             cur = self._conn.execute(
                 "INSERT INTO trials (seq, attempt, iteration, kind, changes, hypothesis,"
                 " script_sha, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (seq, attempt, iteration, kind, _dumps(changes), hypothesis, script_sha, _now()),
+                (seq, attempt, iteration, kind, _dumps(changes), hypothesis, script_sha, now()),
             )
             return cur.lastrowid
 
@@ -422,8 +304,8 @@ class Journal:
         kept: bool | None = None,
     ) -> None:
         """Record a running trial's end, once. `val_bpb` must be a finite number iff `ok`."""
-        if status not in FINISHED + ("infra",):
-            raise JournalError(f"a trial ends as one of {FINISHED + ('infra',)}, not {status!r}")
+        if status not in ENDINGS:
+            raise JournalError(f"a trial ends as one of {ENDINGS}, not {status!r}")
         if status == "ok" and (val_bpb is None or not math.isfinite(val_bpb)):
             raise JournalError(f"an ok trial needs a finite val_bpb, got {val_bpb!r}")
         if status != "ok":
@@ -434,21 +316,29 @@ class Journal:
                 " wall_seconds = ?, peak_mem_mb = ?, exit_code = ?, log_ref = ?, reason = ?,"
                 " kept = ?, ended_at = ? WHERE trial_id = ? AND status = 'running'",
                 (status, val_bpb, training_seconds, wall_seconds, peak_mem_mb, exit_code,
-                 log_ref, reason, None if kept is None else int(kept), _now(), trial_id),
+                 log_ref, reason, None if kept is None else int(kept), now(), trial_id),
             )
             if cur.rowcount != 1:
-                now = self._one("SELECT status FROM trials WHERE trial_id = ?", (trial_id,))
-                raise JournalError(f"trial {trial_id} is not running (status {now!r})")
+                status_now = self._one("SELECT status FROM trials WHERE trial_id = ?", (trial_id,))
+                raise JournalError(f"trial {trial_id} is not running (status {status_now!r})")
 
     def set_kept(self, trial_id: int, kept: bool) -> None:
         """Record the keep/discard decision for a finished trial."""
         cur = self._write(
-            f"UPDATE trials SET kept = ? WHERE trial_id = ? AND status IN {_in(FINISHED)}"
+            f"UPDATE trials SET kept = ? WHERE trial_id = ? AND status IN {sql_in(FINISHED)}"
             " AND (status = 'ok' OR NOT ?)",
             (int(kept), trial_id, int(kept)),
         )
         if cur.rowcount != 1:
             raise JournalError(f"trial {trial_id} cannot be kept: only a finished ok trial can")
+
+    def record_iteration(self, record: dict) -> None:
+        """An iteration's verdict and its record, in one transaction: a crash leaves both or
+        neither, so the trials' `kept` and the iteration records never disagree on resume."""
+        with self.transaction():
+            if record.get("kept"):
+                self.set_kept(record["trial_id"], True)
+            self._event("iteration", record)
 
     def mark_running_trials_interrupted(self) -> list[int]:
         """At resume: trials left `running` by a dead process become `interrupted`."""
@@ -470,24 +360,6 @@ class Journal:
     def trials(self) -> list[dict]:
         """Every attempt, in the order they were started."""
         return self._trials("ORDER BY trial_id")
-
-    def finished_trials(self) -> list[dict]:
-        """Distinct finished trials (one per seq), in seq order."""
-        return self._trials(f"WHERE status IN {_in(FINISHED)} ORDER BY seq")
-
-    def trials_to_rerun(self) -> list[dict]:
-        """Latest attempt of each seq that ended interrupted/infra and has not been rerun."""
-        return self._trials(
-            f"WHERE status IN {_in(RERUN)} AND attempt = "
-            "(SELECT MAX(attempt) FROM trials AS t2 WHERE t2.seq = trials.seq) ORDER BY seq"
-        )
-
-    def trial_counts(self) -> dict[str, int]:
-        """Attempts by status, every status present (zeros included) for a stable shape."""
-        counts = dict.fromkeys(TRIAL_STATUSES, 0)
-        for status, n in self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
-            counts[status] = n
-        return counts
 
     def _trials(self, where: str, params: tuple = ()) -> list[dict]:
         rows = self._rows(f"SELECT * FROM trials {where}", params)
@@ -519,7 +391,7 @@ class Journal:
             " usd, latency_s, outcome, attempts, error, iteration, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (level, purpose, model, prompt_sha256, tokens_in, tokens_out, usd, latency_s,
-             outcome, attempts, error, iteration, _now()),
+             outcome, attempts, error, iteration, now()),
         )
         return cur.lastrowid
 
@@ -530,6 +402,15 @@ class Journal:
             " FROM llm_calls"
         ).fetchone()
         return {"calls": calls, "tokens": tokens, "usd": float(usd)}
+
+    def llm_by_level(self) -> list[dict]:
+        """Calls, failed calls, tokens in and out, USD and purposes, per level."""
+        return self._rows(
+            "SELECT level, COUNT(*) AS calls, SUM(outcome != 'ok') AS failed,"
+            " COALESCE(SUM(tokens_in), 0) AS tokens_in, COALESCE(SUM(tokens_out), 0) AS tokens_out,"
+            " COALESCE(SUM(usd), 0) AS usd, GROUP_CONCAT(DISTINCT purpose) AS purposes"
+            " FROM llm_calls GROUP BY level ORDER BY CAST(level AS REAL)"
+        )
 
     # ---- mechanisms ----------------------------------------------------------------------
 
@@ -545,7 +426,7 @@ class Journal:
         cur = self._write(
             "INSERT INTO mechanisms (name, origin, source_ref, activated_at_iteration, active,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, origin, source_ref, activated_at_iteration, int(active), _now()),
+            (name, origin, source_ref, activated_at_iteration, int(active), now()),
         )
         return cur.lastrowid
 
@@ -599,9 +480,18 @@ class Journal:
                 " output_ref, outcome, error, latency_ms, iteration, at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mech_id, seq, hook, in_text, in_ref, out_text, out_ref, outcome, error,
-                 latency_ms, iteration, _now()),
+                 latency_ms, iteration, now()),
             )
             return cur.lastrowid
+
+    def mechanism_call_counts(self) -> dict[int, dict[str, int]]:
+        """mech_id -> hook -> journaled calls."""
+        calls: dict[int, dict[str, int]] = {}
+        for mech_id, hook, n in self._conn.execute(
+            "SELECT mech_id, hook, COUNT(*) FROM mechanism_calls GROUP BY mech_id, hook"
+        ):
+            calls.setdefault(mech_id, {})[hook] = n
+        return calls
 
     def mechanism_calls(self, mech_id: int) -> list[dict]:
         """A mechanism's calls in the order made, inputs and outputs decoded: a replay's script."""
@@ -632,7 +522,7 @@ class Journal:
                         ) -> int:
         cur = self._write(
             "INSERT INTO decisions (level, iteration, kind, payload, at) VALUES (?, ?, ?, ?, ?)",
-            (level, iteration, kind, _dumps(payload), _now()),
+            (level, iteration, kind, _dumps(payload), now()),
         )
         return cur.lastrowid
 
@@ -649,7 +539,7 @@ class Journal:
     def _event(self, kind: str, payload: Any) -> int:
         cur = self._conn.execute(
             "INSERT INTO events (at, kind, payload) VALUES (?, ?, ?)",
-            (_now(), kind, _dumps(payload)),
+            (now(), kind, _dumps(payload)),
         )
         return cur.lastrowid
 
@@ -659,54 +549,6 @@ class Journal:
         for row in rows:
             row["payload"] = json.loads(row["payload"])
         return rows
-
-    # ---- status --------------------------------------------------------------------------
-
-    def status_summary(self) -> dict[str, Any]:
-        """The journal's part of `bilevel status --json`.
-
-        `best_val_bpb` is the best ok trial that was the baseline or was kept: the incumbent's
-        best, not a lucky discarded run.
-        """
-        run = self.run()
-        calls: dict[int, dict[str, int]] = {}
-        for mech_id, hook, n in self._conn.execute(
-            "SELECT mech_id, hook, COUNT(*) FROM mechanism_calls GROUP BY mech_id, hook"
-        ):
-            calls.setdefault(mech_id, {})[hook] = n
-        baseline = self._one(
-            "SELECT val_bpb FROM trials WHERE status = 'ok' AND kind = 'baseline'"
-            " ORDER BY seq LIMIT 1"
-        )
-        best = self._one(
-            "SELECT MIN(val_bpb) FROM trials"
-            " WHERE status = 'ok' AND (kind = 'baseline' OR kept = 1)"
-        )
-        shared = (run or {}).get("config", {}).get("baseline_val_bpb")
-        if baseline is None and shared is not None:
-            # An ablation's group run measures no baseline of its own: it is given the shared one.
-            baseline = shared
-            best = shared if best is None else min(best, shared)
-        return {
-            "run_id": run["run_id"] if run else None,
-            "state": run["state"] if run else None,
-            "state_reason": run["state_reason"] if run else None,
-            "trials": self.trial_counts(),
-            "baseline_val_bpb": baseline,
-            "best_val_bpb": best,
-            "mechanisms": [
-                {
-                    "id": m["mech_id"],
-                    "name": m["name"],
-                    "origin": m["origin"],
-                    "active": m["active"],
-                    "quarantined": m["quarantined"],
-                    "calls": calls.get(m["mech_id"], {}),
-                }
-                for m in self.mechanisms()
-            ],
-            "llm": self.llm_totals(),
-        }
 
 
 # ---- opening helpers ---------------------------------------------------------------------
@@ -732,129 +574,3 @@ def _configure_writer(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL file after checkpoints
-
-
-def _check_version(conn: sqlite3.Connection, path: Path, version: int, readonly: bool) -> None:
-    if version > SCHEMA_VERSION:
-        raise JournalVersionError(
-            f"journal {path} has schema version {version}, newer than this bilevel's "
-            f"{SCHEMA_VERSION}; upgrade bilevel to open it"
-        )
-    if version == 0:
-        tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-        if tables:
-            raise JournalError(f"{path} is an SQLite database but not a bilevel journal")
-        if readonly:
-            raise JournalError(f"journal {path} is empty (the run has not initialized it yet)")
-        return
-    app = conn.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
-    if app is None or app[0] != APPLICATION:
-        raise JournalError(f"{path} is an SQLite database but not a bilevel journal")
-    if readonly and version < SCHEMA_VERSION:
-        raise JournalVersionError(
-            f"journal {path} has schema version {version}, older than this bilevel's "
-            f"{SCHEMA_VERSION}; `bilevel resume` migrates it"
-        )
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply pending steps in one transaction, re-reading the version under the write lock."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        _check_version(conn, path, version, readonly=False)
-        for step in MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION)),
-                 (f"migrated_to_{SCHEMA_VERSION}_at", _now())],
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    if version < SCHEMA_VERSION:
-        get_logger().info("journal.migrated", path=path.name, old=version, new=SCHEMA_VERSION)
-
-
-# ---- resume: which config changes are allowed ---------------------------------------------
-
-# key -> rule. "may_increase": a resume may raise the value (None means unlimited);
-# "may_change": any change. Any other changed key is refused, naming it.
-RESUME_RULES: dict[str, str] = {
-    "hours": "may_increase",
-    "deadline": "may_increase",
-    "iterations": "may_increase",
-    "max_trials": "may_increase",
-    "max_tokens": "may_increase",
-    "max_usd": "may_increase",
-}
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _order(value: Any) -> float | None:
-    """A number to compare for 'may_increase': numbers, ISO timestamps, None as unlimited."""
-    if value is None:
-        return math.inf
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _allowed(rule: str | None, old: Any, new: Any) -> bool:
-    if rule == "may_change":
-        return True
-    if rule == "may_increase":
-        a, b = _order(old), _order(new)
-        return a is not None and b is not None and b >= a
-    return False
-
-
-def diff_config(old: Mapping, new: Mapping, allowed: Mapping[str, str] | set[str] | None = None
-                ) -> list[str]:
-    """Names of changed settings a resume may not change, sorted; empty means resume may go on.
-
-    Nested dicts compare by dotted name (`budget.hours`); a rule keyed by the last part
-    (`hours`) applies at any depth. `allowed` is a rule table (default `RESUME_RULES`) or a
-    set of names that may change freely. Added and removed keys are changes too.
-    """
-    if allowed is None:
-        rules: Mapping[str, str] = RESUME_RULES
-    elif isinstance(allowed, set | frozenset):
-        rules = dict.fromkeys(allowed, "may_change")
-    else:
-        rules = allowed
-    a, b = _flatten(old), _flatten(new)
-    refused = []
-    missing = object()
-    for name in sorted(a.keys() | b.keys()):
-        before, after = a.get(name, missing), b.get(name, missing)
-        if before == after and type(before) is type(after):
-            continue
-        rule = rules.get(name, rules.get(name.rsplit(".", 1)[-1]))
-        if before is missing or after is missing or not _allowed(rule, before, after):
-            refused.append(name)
-    return refused

@@ -28,7 +28,6 @@ from bilevel.runtime.policy import Policy
 from bilevel.runtime.sandbox import hardening, images
 
 DAEMON = "/bilevel/mechanism/daemon.py"
-OUTCOMES = ("ok", "error", "timeout", "invalid", "fuel", "memory")
 KIND_TO_OUTCOME = {"exception": "error", "fuel": "fuel", "memory": "memory", "invalid": "invalid",
                    "compile": "error", "load": "error"}
 MAX_PRINT = 64 * 1024
@@ -145,7 +144,7 @@ class CallRecord:
     hook: str
     input: list
     output: Any
-    outcome: str          # ok | error | timeout | invalid | fuel | memory
+    outcome: str          # a HookOutcome
     error: str | None
     latency_ms: float
 

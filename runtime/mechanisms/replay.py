@@ -81,6 +81,27 @@ def _same(a: dict, b: dict) -> bool:
     return a.get("output") == b.get("output")
 
 
+def replay_calls(mech: SandboxedMechanism, records: list[dict]) -> ReplayReport:
+    """Re-feed `records` in order to a started mechanism; stop at the first diverging call.
+
+    The one replay-and-compare: `bilevel replay RUN mechanism ID` and a resume's restore of a
+    run's mechanisms both use it. The mechanism stays started (a restore keeps it running).
+    """
+    for i, rec in enumerate(records):
+        before = len(mech.records)
+        mech.call(rec["hook"], *rec["input"])
+        got = mech.records[-1] if len(mech.records) > before else None
+        now: dict[str, Any] = {"outcome": "quarantined", "output": None, "error": None}
+        if got is not None:
+            now = {"outcome": got.outcome, "output": got.output, "error": got.error}
+        if not _same(rec, now):
+            return ReplayReport(False, i + 1, len(records), {
+                "seq": rec.get("seq", i), "hook": rec["hook"],
+                "expected": {k: rec.get(k) for k in ("outcome", "output", "error")},
+                "got": now})
+    return ReplayReport(True, len(records), len(records))
+
+
 def replay(header: dict, records: list[dict], policy: Policy,
            transport_factory=None) -> ReplayReport:
     """Re-run `records` in order in a fresh sandbox; stop at the first diverging call."""
@@ -94,17 +115,6 @@ def replay(header: dict, records: list[dict], policy: Policy,
             return ReplayReport(not records, 0, len(records), load_error=loaded.error,
                                 divergence=None if not records else {
                                     "seq": None, "hook": "load", "got": {"error": loaded.error}})
-        for i, rec in enumerate(records):
-            mech.call(rec["hook"], *rec["input"])
-            got = mech.records[-1] if mech.records and mech.records[-1].seq == i else None
-            now: dict[str, Any] = {"outcome": "quarantined", "output": None, "error": None}
-            if got is not None:
-                now = {"outcome": got.outcome, "output": got.output, "error": got.error}
-            if not _same(rec, now):
-                return ReplayReport(False, i + 1, len(records), {
-                    "seq": rec.get("seq", i), "hook": rec["hook"],
-                    "expected": {k: rec.get(k) for k in ("outcome", "output", "error")},
-                    "got": now})
-        return ReplayReport(True, len(records), len(records))
+        return replay_calls(mech, records)
     finally:
         mech.close()

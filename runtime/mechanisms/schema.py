@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-HOOKS = ("observe", "context", "constraints", "suggest", "review", "accept")
+from bilevel.runtime.vocabulary import Hook
+
+HOOKS = tuple(h.value for h in Hook)  # the vocabulary, in its order
 MAX_SECTIONS = 8
 MAX_TITLE = 200
 MAX_TEXT = 4000

@@ -1,45 +1,21 @@
 """The mechanism validation pipeline: size and AST policy, compile, load, smoke test, verdict.
 
 Why stages: each names where and why a mechanism was refused, and the cheap host-side
-checks (stage 1 only parses, it never executes: invariant 1) stop most bad sources before a
-container starts. Stages 2-4 run inside ONE sandbox (invariant 3), so a check costs one
-container start. Stage 1 duplicates some of the sandbox's refusals on purpose: either layer
-alone must stop an escape, and the red-team suite tests both.
+checks (stage 1, in ast_policy.py, only parses, it never executes: invariant 1) stop most
+bad sources before a container starts. Stages 2-4 run inside ONE sandbox (invariant 3), so a
+check costs one container start. Stage 1 duplicates some of the sandbox's refusals on
+purpose: either layer alone must stop an escape, and the red-team suite tests both.
 """
 
 from __future__ import annotations
 
-import ast
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bilevel.runtime.mechanisms.ast_policy import PolicyViolation, check_source
 from bilevel.runtime.mechanisms.host import SandboxedMechanism
 from bilevel.runtime.policy import Policy
-
-MAX_AST_DEPTH = 60
-MAX_NODES = 30_000
-MAX_BRACKET_DEPTH = 40
-# Invariant 3: names that would reach outside the policy layer if they existed in the sandbox
-# (they do not; refusing them here gives a clear reason before a container starts).
-FORBIDDEN_NAMES = frozenset({
-    "eval", "exec", "compile", "open", "globals", "locals", "vars", "dir", "type", "super",
-    "setattr", "delattr", "breakpoint", "input", "help", "memoryview", "bytearray", "bytes",
-    "id", "hash", "exit", "quit", "classmethod", "staticmethod", "property", "print_function",
-})
-BLOCKED_ATTRS = frozenset({
-    "format_map", "mro", "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code",
-    "cr_await", "cr_origin", "ag_frame", "ag_code", "ag_await", "tb_frame", "tb_next",
-    "f_back", "f_builtins", "f_code", "f_globals", "f_locals", "f_trace", "f_generator",
-    "co_code", "co_consts", "co_names", "func_globals", "func_code", "func_closure",
-    "im_func", "im_self", "with_traceback",
-})
-FORBIDDEN_NODES = {
-    ast.AsyncFunctionDef: "async functions", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
-    ast.Await: "await", ast.Global: "global statements", ast.Nonlocal: "nonlocal statements",
-    ast.Match: "match statements (class patterns read attributes without the guard)",
-    ast.TryStar: "except* (exception groups)",
-}
 
 
 @dataclass
@@ -60,124 +36,6 @@ class Verdict:
                 "name": self.name, "hooks": self.hooks, "outputs": self.outputs,
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
                 "printed": self.printed}
-
-
-class PolicyViolation(ValueError):
-    """Stage 1 refused the source; the message names the line and the rule."""
-
-    def __init__(self, message: str, stage: str = "ast") -> None:
-        super().__init__(message)
-        self.stage = stage
-
-
-def _bracket_depth(source: str) -> int:
-    """An upper bound of bracket nesting, found without the parser (which can be made to
-    recurse deeply on a compile bomb)."""
-    depth = deepest = 0
-    for ch in source:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth = max(depth - 1, 0)
-    return deepest
-
-
-def _ast_depth(tree: ast.AST) -> tuple[int, int]:
-    deepest, count, stack = 0, 0, [(tree, 1)]
-    while stack:
-        node, d = stack.pop()
-        count += 1
-        deepest = max(deepest, d)
-        if d > MAX_AST_DEPTH or count > MAX_NODES:
-            break
-        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
-    return deepest, count
-
-
-def _bad_name(name: str | None) -> bool:
-    return bool(name) and name.startswith("_") and name != "_"
-
-
-def check_source(source: str, policy: Policy) -> ast.Module:
-    """Stage 1: size and AST policy. Parses only; never compiles or runs anything."""
-    cap = int(policy.mechanism["max_source_kb"]) * 1024
-    size = len(source.encode("utf-8", "replace"))
-    if size > cap:
-        raise PolicyViolation(f"source is {size} bytes, over the cap of {cap}", "size")
-    if _bracket_depth(source) > MAX_BRACKET_DEPTH:
-        raise PolicyViolation(f"brackets nested deeper than {MAX_BRACKET_DEPTH}")
-    try:
-        tree = ast.parse(source, "<mechanism>")
-    except (SyntaxError, ValueError) as exc:
-        raise PolicyViolation(f"not valid Python: {exc}") from None
-    except (RecursionError, MemoryError):
-        raise PolicyViolation("source too deeply nested to parse") from None
-    depth, count = _ast_depth(tree)
-    if depth > MAX_AST_DEPTH:
-        raise PolicyViolation(f"syntax tree deeper than {MAX_AST_DEPTH}")
-    if count > MAX_NODES:
-        raise PolicyViolation(f"syntax tree larger than {MAX_NODES} nodes")
-    facades = set(policy.mechanism["facades"])
-    top = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Mechanism"]
-    if len(top) != 1:
-        raise PolicyViolation(
-            "the source must define exactly one top-level class Mechanism"
-            f" (found {len(top)})"
-        )
-    init_ok = {id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
-               for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"}
-    for node in ast.walk(tree):
-        line = getattr(node, "lineno", "?")
-
-        def refuse(why: str, line=line) -> None:
-            raise PolicyViolation(f"line {line}: {why}")
-
-        for bad, what in FORBIDDEN_NODES.items():
-            if isinstance(node, bad):
-                refuse(f"{what} are not allowed")
-        if isinstance(node, ast.ClassDef):
-            if node.name == "Mechanism" and node not in top:
-                refuse("a second class Mechanism")
-            if _bad_name(node.name):
-                refuse(f'class name "{node.name}" starts with "_"')
-            if node.keywords:
-                refuse("class keywords (metaclass=...) are not allowed")
-        elif isinstance(node, ast.FunctionDef | ast.Lambda):
-            named = isinstance(node, ast.FunctionDef) and _bad_name(node.name)
-            if named and id(node) not in init_ok:
-                refuse(f'function "{node.name}": only __init__ may start with "_"')
-            a = node.args
-            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
-                if arg is not None and _bad_name(arg.arg):
-                    refuse(f'parameter "{arg.arg}" starts with "_"')
-        elif isinstance(node, ast.Name):
-            if _bad_name(node.id):
-                refuse(f'name "{node.id}" starts with "_"')
-            if node.id in FORBIDDEN_NAMES:
-                refuse(f'"{node.id}" is not available in the sandbox')
-            if node.id == "Mechanism" and not isinstance(node.ctx, ast.Load):
-                refuse("rebinding Mechanism")
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("_") or node.attr in BLOCKED_ATTRS:
-                refuse(f'attribute "{node.attr}" is not allowed')
-        elif isinstance(node, ast.keyword):
-            if _bad_name(node.arg):
-                refuse(f'keyword "{node.arg}" starts with "_"')
-        elif isinstance(node, ast.ExceptHandler):
-            if _bad_name(node.name):
-                refuse(f'name "{node.name}" starts with "_"')
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            if isinstance(node, ast.ImportFrom) and node.level:
-                refuse("relative imports are not allowed")
-            for mod in mods:
-                if mod not in facades:
-                    refuse(f"import of {mod!r} is not allowed (facades: {sorted(facades)})")
-            for a in node.names:
-                if a.name == "*" or _bad_name(a.name) or _bad_name(a.asname):
-                    refuse(f'import of "{a.name}" is not allowed')
-    return tree
 
 
 # ---------------------------------------------------------------------------------------------

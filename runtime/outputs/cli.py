@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bilevel.inner import edits, tasks
 from bilevel.runtime.journal.store import Journal, JournalError
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.policy import PolicyError, load
 from bilevel.runtime.sandbox import doctor, engine, executor, images
 from bilevel.runtime.sandbox.images import ImageError
@@ -82,7 +83,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace):
-    from bilevel.runtime.run.schedule import RunConfig
+    from bilevel.runtime.run.config import RunConfig
 
     task = tasks.resolve(args.task, args.repo, args.cache)
     cfg = RunConfig(
@@ -100,54 +101,33 @@ def _run_config(args: argparse.Namespace):
     return cfg
 
 
-def _execute(cfg, run_dir: Path) -> int:
-    from bilevel.runtime.outputs import report
-    from bilevel.runtime.outputs.display import LiveDisplay
-    from bilevel.runtime.run.schedule import Run
-
-    task = cfg.load_task()  # again on resume: the checkout's files are hashed now and compared on open
-    policy = load(cfg.policy)
-    with LiveDisplay() as display:
-        runner = Run(cfg, run_dir, policy, display=display, task=task)
-        runner.install_signals()
-        print(f"bilevel run in {run_dir}: task {cfg.task}" + (f" ({cfg.repo})" if cfg.repo else "")
-              + f", levels {','.join(cfg.levels)}, "
-              f"{cfg.iterations} iterations of {cfg.budget:g} s"
-              + (f", deadline in {cfg.hours:g} h" if cfg.hours else ""))
-        if cfg.llm == "offline":
-            print("OFFLINE: Level 1 uses the seeded offline proposer, Level 1.5 its heuristic, and Level 2 "
-                  "draws from the reference mechanism library (loaded through the same sandbox).")
-        code = runner.execute()
-    paths = report.write_report(run_dir)
-    print(f"report: {paths['report.md']}")
-    return code
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from bilevel.runtime.run.schedule import default_run_dir
+    from bilevel.runtime.outputs.launch import execute
+    from bilevel.runtime.run.config import default_run_dir
 
     cfg = _run_config(args)
-    return _execute(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg))
+    return execute(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from bilevel.runtime.run.schedule import RunConfig
+    from bilevel.runtime.outputs.launch import execute
+    from bilevel.runtime.run.config import RunConfig
 
     run_dir = Path(args.run)
     if not (run_dir / "journal.db").exists():
         raise ValueError(f"{run_dir} holds no run (no journal.db)")
     with Journal.open_readonly(run_dir) as journal:
-        old = dict(journal.run()["config"])
+        old = dict(RunView.read(journal).config)
     old.pop("deadline", None)
     for key in ("hours", "iterations", "max_tokens", "max_usd"):
         if getattr(args, key) is not None:
             old[key] = getattr(args, key)
-    return _execute(RunConfig(**old), run_dir)
+    return execute(RunConfig(**old), run_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with Journal.open_readonly(Path(args.run)) as journal:
-        summary = journal.status_summary()
+        summary = RunView.read(journal).status()
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -155,8 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  trials: {', '.join(f'{k} {v}' for k, v in summary['trials'].items() if v)}")
     print(f"  baseline {summary['baseline_val_bpb']}  best {summary['best_val_bpb']}")
     for m in summary["mechanisms"]:
-        flag = "quarantined" if m["quarantined"] else ("active" if m["active"] else "retired")
-        print(f"  mechanism {m['name']} ({m['origin']}, {flag}): {m['calls']}")
+        print(f"  mechanism {m['name']} ({m['origin']}, {m['state']}): {m['calls']}")
     print(f"  llm: {summary['llm']}")
     return 0
 
@@ -190,8 +169,36 @@ def add_checkout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="its data cache (default ~/.cache/autoresearch, as prepare.py has it)")
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from bilevel.runtime.ablation.harness import ablate, default_out, settings_from_args
+
+    settings = settings_from_args(args)
+    return ablate(settings, Path(args.out) if args.out else default_out(settings))
+
+
+def add_ablate_parser(subparsers) -> None:
+    a = subparsers.add_parser("ablate", help="the paper's groups A-D as ordinary runs, with a shared noise floor")
+    a.add_argument("--task", default="tinygpt")
+    add_checkout_args(a)
+    a.add_argument("--llm", default="offline", help="a model name, or offline")
+    a.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (else BILEVEL_LLM_BASE_URL)")
+    a.add_argument("--seeds", default="1,2", help="comma-separated; every group runs every seed")
+    a.add_argument("--iterations", type=int, default=8, help="iterations of every group run")
+    a.add_argument("--budget", type=float,
+                   help="each trial's training budget, seconds (default: the task's own; tinygpt 30)")
+    a.add_argument("--groups", default="A,B,C,D",
+                   help="A: Level 1; B: 1,1.5; C: 1,1.5,2; D: 1,2")
+    a.add_argument("--noise-repeats", type=int, default=3, help="baseline trials per seed for the noise floor")
+    a.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
+    a.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")
+    a.add_argument("--max-tokens", type=int, help="for the whole ablation, split evenly across the group runs")
+    a.add_argument("--max-usd", type=float, help="for the whole ablation, split evenly across the group runs")
+    a.add_argument("--policy")
+    a.add_argument("--out", help="the ablation folder (default runs/ablation-<hash of the settings>)")
+    a.set_defaults(func=cmd_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from bilevel.runtime.ablation.harness import add_ablate_parser
     p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -23,7 +23,28 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from bilevel.runtime.run.schedule import Progress
+from bilevel.runtime.vocabulary import MechanismState
+
 REFRESH_HZ = 2
+RECENT = 5
+STATE_STYLE = {MechanismState.QUARANTINED: "[red]quarantined[/]", MechanismState.ACTIVE: "[green]active[/]",
+               MechanismState.RETIRED: "[dim]retired[/]"}
+
+
+def snapshot(progress: Progress) -> dict:
+    """What the display shows of a run's progress, all of it read from the progress's `RunView`."""
+    view = progress.view
+    best = view.best
+    return {
+        "run_id": view.run.run_id if view.run else None, "iteration": progress.iteration,
+        "iterations": progress.iterations, "trial": progress.trial,
+        "best": {"val_bpb": best.val_bpb, "seq": best.seq} if best else None,
+        "baseline": view.baseline_val_bpb, "budgets": progress.budgets,
+        "mechanisms": [{"name": m.name, "state": m.state.value, "calls": dict(m.calls)} for m in view.mechanisms],
+        "recent": [{"seq": t.seq, "kind": t.kind.value, "status": t.status.value, "val_bpb": t.val_bpb,
+                    "kept": t.kept, "hypothesis": t.hypothesis} for t in view.finished[-RECENT:]],
+    }
 
 
 def _fmt_changes(changes: dict | None, limit: int = 90) -> str:
@@ -56,7 +77,7 @@ class LiveDisplay:
     it is used whenever the output is not a terminal.
     """
 
-    def __init__(self, file: TextIO | None = None, *, plain: bool | None = None, recent: int = 5) -> None:
+    def __init__(self, file: TextIO | None = None, *, plain: bool | None = None, recent: int = RECENT) -> None:
         self.console = Console(file=file)
         stream = file if file is not None else sys.stdout
         if plain is None:
@@ -95,6 +116,10 @@ class LiveDisplay:
 
     # ---- input ---------------------------------------------------------------------------
 
+    def observe(self, progress: Progress) -> None:
+        """An observer of a run (`Run(observers=...)`)."""
+        self.update(snapshot(progress))
+
     def update(self, snapshot: dict) -> None:
         """Take the run's latest state; plain mode prints what changed since the last one."""
         with self._lock:
@@ -115,8 +140,7 @@ class LiveDisplay:
         best = (snap.get("best") or {}).get("val_bpb")
         best_seq = (snap.get("best") or {}).get("seq")
         recent = snap.get("recent") or []
-        mechs = {m["name"]: "quarantined" if m.get("quarantined") else ("active" if m.get("active") else "retired")
-                 for m in snap.get("mechanisms") or []}
+        mechs = {m["name"]: m["state"] for m in snap.get("mechanisms") or []}
         trial = snap.get("trial")
         if not self._started:
             # A resumed run may already have history: one summary line, not one per old trial.
@@ -221,8 +245,7 @@ class LiveDisplay:
         t.add_column("state")
         t.add_column("calls")
         for m in mechs:
-            state = ("[red]quarantined[/]" if m.get("quarantined") else "[green]active[/]" if m.get("active")
-                     else "[dim]retired[/]")
+            state = STATE_STYLE.get(m["state"], m["state"])
             calls = ", ".join(f"{h} {n}" for h, n in sorted((m.get("calls") or {}).items())) or "—"
             t.add_row(m.get("name", "?"), state, calls)
         return t

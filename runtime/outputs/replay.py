@@ -9,21 +9,23 @@ from pathlib import Path
 
 from bilevel.inner import tasks
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.policy import from_data
 from bilevel.runtime.sandbox import engine, executor
+from bilevel.runtime.vocabulary import TrialStatus
 
 
 def replay_trial(run_dir: Path, seq: int) -> int:
     with Journal.open_readonly(run_dir) as journal:
-        run = journal.run()
-        rows = [t for t in journal.trials() if t["seq"] == seq and t["status"] not in ("running",)]
+        view = RunView.read(journal)
+        rows = [t for t in view.attempts if t.seq == seq and t.status != TrialStatus.RUNNING]
         if not rows:
-            print(f"replay: run {run['run_id']} has no finished trial with seq {seq}")
+            print(f"replay: run {view.run.run_id} has no finished trial with seq {seq}")
             return 2
         rec = rows[-1]
-        script = journal.artifacts.get_text(rec["script_sha"])
-    cfg = run["config"]
-    policy = from_data(run["policy"], "journal")
+        script = journal.artifacts.get_text(rec.script_sha)
+    cfg = view.config
+    policy = from_data(view.run.policy, "journal")
     task = tasks.resolve(cfg["task"], cfg.get("repo"), cfg.get("cache"))
     changed = tasks.changed_files(cfg.get("task_files", {}), task)
     if changed:  # the script is the recorded one, but a checkout's prepare.py is mounted as it is now
@@ -34,9 +36,9 @@ def replay_trial(run_dir: Path, seq: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
                                **task.trial_inputs(), gpu=policy.gpu_ids() is not None)
-    print(f"recorded: {rec['status']} val_bpb={rec['val_bpb']} ({rec['reason']})")
+    print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({rec.reason})")
     print(f"replayed: {r.status} val_bpb={r.val_bpb} ({r.reason})")
-    same = r.status == rec["status"]
+    same = r.status == rec.status
     print("same outcome" if same else "outcome diverged")
     return 0 if same else 1
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.mechanisms.host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
+from bilevel.runtime.mechanisms.replay import replay_calls
 from bilevel.runtime.mechanisms.validation import validate
 from bilevel.runtime.policy import Policy
+from bilevel.runtime.vocabulary import MechanismState
 
 
 def mechanism_seed(run_seed: int, mech_id: int) -> int:
@@ -73,32 +76,25 @@ class RunMechanisms:
     def restore(self) -> list[str]:
         """Bring back the active mechanisms of a resumed run by replaying their calls."""
         notes = []
-        for row in self.journal.mechanisms():
-            if not row["active"] or row["quarantined"]:
+        for row in RunView.read(self.journal).mechanisms:
+            if row.state != MechanismState.ACTIVE:
                 continue
-            source = self.journal.artifacts.get_text(row["source_ref"])
-            mech = self._sandbox(row["mech_id"], row["name"], source)
+            source = self.journal.artifacts.get_text(row.source_ref)
+            mech = self._sandbox(row.mech_id, row.name, source)
             self._journaling = False
             try:
-                ok = mech.start().ok
-                for rec in self.journal.mechanism_calls(row["mech_id"]):
-                    if not ok:
-                        break
-                    mech.call(rec["hook"], *rec["input"])
-                    got = mech.records[-1]
-                    # Both sides are JSON the host decoded itself (journal and its own record).
-                    ok = got.outcome == rec["outcome"] and got.output == rec["output"]
+                same = mech.start().ok and replay_calls(mech, self.journal.mechanism_calls(row.mech_id)).same
             finally:
                 self._journaling = True
-            if ok:
-                mech.name = row["name"]
+            if same:
+                mech.name = row.name
                 self.set.add(mech)
-                notes.append(f"{row['name']}: restored")
+                notes.append(f"{row.name}: restored")
             else:
                 mech.close()
                 if not mech.quarantined:
-                    self.journal.quarantine_mechanism(row["mech_id"], "replay on resume diverged")
-                notes.append(f"{row['name']}: quarantined on resume")
+                    self.journal.quarantine_mechanism(row.mech_id, "replay on resume diverged")
+                notes.append(f"{row.name}: quarantined on resume")
         return notes
 
     def retire(self, name: str) -> int | None:
@@ -123,23 +119,20 @@ class RunMechanisms:
         return self.set.review_chain(candidates, view)
 
     def rows(self) -> list[dict]:
-        """The journal rows of the live mechanisms, each with its calls per hook."""
-        calls = {s["mech_id"]: s["calls"] for s in self.set.status() if s["active"]}
-        return [{**row, "calls": calls[row["mech_id"]]} for row in self.journal.mechanisms() if row["mech_id"] in calls]
-
-    def stats(self) -> list[dict]:
-        return [{"name": s["name"], "active": s["active"], "quarantined": s["quarantined"], "calls": s["calls"]}
-                for s in self.set.status()]
+        """The running mechanisms as Level 2 weighs them, with their journaled calls per hook."""
+        live = {m.mech_id for m in self.set.mechs if m.active}
+        return [{"name": m.name, "origin": m.origin.value, "active": m.active,
+                 "activated_at_iteration": m.activated_at_iteration, "calls": dict(m.calls)}
+                for m in RunView.read(self.journal).mechanisms if m.mech_id in live]
 
 
 def journal_replay_inputs(journal: Journal, mech_id: int) -> tuple[dict, list[dict]]:
     """The replay header and call records of a mechanism, as the journal holds them."""
-    row = next((m for m in journal.mechanisms() if m["mech_id"] == mech_id), None)
+    view = RunView.read(journal)
+    row = view.mechanism(mech_id)
     if row is None:
         raise ValueError(f"the run has no mechanism {mech_id}")
-    run = journal.run()
-    seed = mechanism_seed(int(run["config"].get("seed", 0)), mech_id)
-    limits = run["policy"]["mechanism"]
-    header = {"mech_id": mech_id, "name": row["name"], "seed": seed, "limits": limits,
-              "source": journal.artifacts.get_text(row["source_ref"])}
+    seed = mechanism_seed(int(view.config.get("seed", 0)), mech_id)
+    header = {"mech_id": mech_id, "name": row.name, "seed": seed, "limits": view.run.policy["mechanism"],
+              "source": journal.artifacts.get_text(row.source_ref)}
     return header, journal.mechanism_calls(mech_id)

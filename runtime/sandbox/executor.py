@@ -110,6 +110,58 @@ def sandbox_home(client: docker.DockerClient, policy: Policy, image, log=None) -
     return _HOMES[key]
 
 
+def _write_inputs(work_dir: Path, script: str) -> tuple[Path, Path]:
+    """The trial's folder: its script (read-only to the sandbox) and its one writable `out/`."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    script_path, out_dir = work_dir / "train.py", work_dir / "out"
+    script_path.write_text(script)
+    script_path.chmod(0o644)
+    out_dir.mkdir(exist_ok=True)
+    out_dir.chmod(0o777)  # the sandbox user must write here; the folder is the trial's alone
+    return script_path, out_dir
+
+
+def _mounts_and_command(client: docker.DockerClient, policy: Policy, image, log, *, script_path: Path,
+                        out_dir: Path, data_dir: Path | None, harness_lib: str | None,
+                        ro_mounts: Sequence[tuple[Path, str]]) -> tuple[list[Mount], list[str]]:
+    # Invariant 4: the script and data are read-only; /out is the one writable folder.
+    mounts = [
+        Mount(target="/work/train.py", source=str(script_path.resolve()), type="bind", read_only=True),
+        Mount(target="/out", source=str(out_dir.resolve()), type="bind", read_only=False),
+    ]
+    command = ["python3", "-I", "/bilevel/launch.py"]
+    if data_dir is not None:
+        mounts.append(Mount(target="/data", source=str(data_dir.resolve()), type="bind", read_only=True))
+        command += ["--data", "/data"]
+    for source, target in ro_mounts:
+        if target.startswith("~/"):
+            target = posixpath.join(sandbox_home(client, policy, image, log), target[2:])
+        mounts.append(Mount(target=target, source=str(Path(source).resolve()), type="bind", read_only=True))
+    if harness_lib:
+        command += ["--lib", harness_lib]
+    command.append("/work/train.py")
+    return mounts, command
+
+
+def _result(trial_id: str, w: supervisor.Watched, sha: str, started: float) -> TrialResult:
+    """The watched container's facts, classified: the one place a trial's outcome is decided."""
+    metrics, problem = w.summary.result()
+    status, reason = classify(
+        exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
+        metrics=metrics, summary_problem=problem,
+    )
+    m = dict(metrics) if status == "ok" else {}
+    if "peak_mem_mb" not in m and "peak_vram_mb" in m:  # karpathy's train.py names its memory so
+        m["peak_mem_mb"] = m["peak_vram_mb"]
+    return TrialResult(
+        trial_id=trial_id, status=status, reason=reason,
+        val_bpb=m.get("val_bpb"), training_seconds=m.get("training_seconds"),
+        wall_seconds=round(time.monotonic() - started, 3), peak_mem_mb=m.get("peak_mem_mb"),
+        exit_code=w.exit_code, log_tail=w.log.tail_text(), script_sha=sha,
+        startup_seconds=w.first_output_at - started if w.first_output_at else None, num_steps=m.get("num_steps"),
+    )
+
+
 def run_trial(
     client: docker.DockerClient,
     policy: Policy,
@@ -134,29 +186,9 @@ def run_trial(
     log = get_logger(run_id=run_id, trial_id=trial_id)
     image = images.image_for(client, "trial")
     sha = hashlib.sha256(script.encode()).hexdigest()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    script_path, out_dir = work_dir / "train.py", work_dir / "out"
-    script_path.write_text(script)
-    script_path.chmod(0o644)
-    out_dir.mkdir(exist_ok=True)
-    out_dir.chmod(0o777)  # the sandbox user must write here; the folder is the trial's alone
-
-    # Invariant 4: the script and data are read-only; /out is the one writable folder.
-    mounts = [
-        Mount(target="/work/train.py", source=str(script_path.resolve()), type="bind", read_only=True),
-        Mount(target="/out", source=str(out_dir.resolve()), type="bind", read_only=False),
-    ]
-    command = ["python3", "-I", "/bilevel/launch.py"]
-    if data_dir is not None:
-        mounts.append(Mount(target="/data", source=str(data_dir.resolve()), type="bind", read_only=True))
-        command += ["--data", "/data"]
-    for source, target in ro_mounts:
-        if target.startswith("~/"):
-            target = posixpath.join(sandbox_home(client, policy, image, log), target[2:])
-        mounts.append(Mount(target=target, source=str(Path(source).resolve()), type="bind", read_only=True))
-    if harness_lib:
-        command += ["--lib", harness_lib]
-    command.append("/work/train.py")
+    script_path, out_dir = _write_inputs(work_dir, script)
+    mounts, command = _mounts_and_command(client, policy, image, log, script_path=script_path, out_dir=out_dir,
+                                          data_dir=data_dir, harness_lib=harness_lib, ro_mounts=ro_mounts)
     kwargs = hardening.container_kwargs(
         policy, "trial", image.id, command, mounts=mounts, gpu=gpu,
         host_mounts=images.host_mounts(image),
@@ -175,22 +207,8 @@ def run_trial(
         )
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
-    metrics, problem = w.summary.result()
-    status, reason = classify(
-        exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
-        metrics=metrics, summary_problem=problem,
-    )
-    m = dict(metrics) if status == "ok" else {}
-    if "peak_mem_mb" not in m and "peak_vram_mb" in m:  # karpathy's train.py names its memory so
-        m["peak_mem_mb"] = m["peak_vram_mb"]
     (work_dir / "log.txt").write_text(w.log.text())
-    result = TrialResult(
-        trial_id=trial_id, status=status, reason=reason,
-        val_bpb=m.get("val_bpb"), training_seconds=m.get("training_seconds"),
-        wall_seconds=round(time.monotonic() - t0, 3), peak_mem_mb=m.get("peak_mem_mb"),
-        exit_code=w.exit_code, log_tail=w.log.tail_text(), script_sha=sha,
-        startup_seconds=w.first_output_at - t0 if w.first_output_at else None, num_steps=m.get("num_steps"),
-    )
-    log.info("trial_end", status=status, reason=reason, val_bpb=result.val_bpb,
+    result = _result(trial_id, w, sha, t0)
+    log.info("trial_end", status=result.status, reason=result.reason, val_bpb=result.val_bpb,
              wall_s=result.wall_seconds)
     return result

@@ -2,7 +2,7 @@
 
 Trials and mechanism daemons both get their container settings from `container_kwargs`,
 so a hardening property is written once and holds for every sandbox. Each setting names the
-DESIGN.md security invariant it enforces; tests/test_trial_hostile.py and the mechanism
+DESIGN.md security invariant it enforces; tests/sandbox/test_trial_hostile.py and the mechanism
 red-team suite attack them.
 """
 

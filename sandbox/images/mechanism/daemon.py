@@ -122,21 +122,22 @@ class Server:
         return _error("invalid", f"unknown op {op!r}")
 
     def load(self, msg: dict) -> dict:
-        from facades import importer, make_facades
-        from restricted_policy import (
-            Fuel,
-            FuelExhausted,
-            Guards,
-            build_builtins,
-            build_globals,
-            compile_mechanism,
-        )
+        limits = msg.get("limits") or {}
+        refused = self._admit(msg, limits)
+        if refused is not None:
+            return refused
+        code, failed = _compile(msg["source"])
+        if failed is not None:
+            return failed
+        guards, glb = self._restricted_globals(limits, msg.get("seed", 0))
+        return self._instantiate(code, glb, guards)
 
+    def _admit(self, msg: dict, limits) -> dict | None:
+        """Checks before compiling: one mechanism per process, a string source, a size cap."""
         # Invariant 3: one mechanism per process; a second load could see the first's state.
         if self.loaded:
             return _error("invalid", "this sandbox already holds a mechanism")
         self.loaded = True
-        limits = msg.get("limits") or {}
         source = msg.get("source")
         if type(source) is not str:
             return _error("compile", "source must be a string")
@@ -144,37 +145,42 @@ class Server:
         if len(source.encode("utf-8", "replace")) > max_source:
             # Invariant 3: the compiler itself can be made to recurse; cap what it sees.
             return _error("compile", f"source larger than {max_source // 1024} KiB")
-        try:
-            code, errors = compile_mechanism(source)
-        except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
-            return _error("compile", f"{type(exc).__name__}: {exc}")
-        if errors or code is None:
-            return _error("compile", "; ".join(errors)[:ERROR_TEXT])
+        return None
+
+    def _restricted_globals(self, limits, seed) -> tuple:
+        """A fresh fuel budget, the guards and the restricted globals: (guards, globals)."""
+        from facades import importer, make_facades
+        from restricted_policy import Fuel, Guards, build_builtins, build_globals
+
         self.fuel = Fuel(int(limits.get("fuel", 2_000_000)))
         guards = Guards(self.fuel)
-        seed = msg.get("seed", 0)
         facades = make_facades(list(limits.get("facades", [])), int(seed), self.fuel, guards)
         builtins = build_builtins(guards, importer(facades))
         print_cap = int(limits.get("print_kb", 16)) * 1024
-        glb = build_globals(guards, builtins, self.print_sink, print_cap)
+        return guards, build_globals(guards, builtins, self.print_sink, print_cap)
+
+    def _instantiate(self, code, glb: dict, guards) -> dict:
+        """Run the module, make the one Mechanism and list its hooks: the load reply."""
+        from restricted_policy import FuelExhausted
+
         try:
             exec(code, glb)
-            cls = glb.get("Mechanism")
-            if cls is None or cls not in guards.sandbox_classes:
+            cls = _mechanism_class(glb, guards)
+            if cls is None:
                 return _error("load", "the source defines no class named Mechanism")
             self.instance = cls()
             name = getattr(cls, "name", None)
-            hooks = [h for h in HOOKS if callable(getattr(cls, h, None))]
+            hooks = _hooks_of(cls)
         except FuelExhausted:
-            return _error("fuel", f"fuel exhausted while loading ({self.fuel.limit} steps)")
+            return self._load_fuel_error()
         except MemoryError as exc:
             return _error("memory", f"MemoryError while loading: {exc}")
         except BaseException as exc:  # everything the mechanism raises is its failure
             if self.fuel.exhausted:
-                return _error("fuel", f"fuel exhausted while loading ({self.fuel.limit} steps)")
+                return self._load_fuel_error()
             return _error("load", _describe(exc))
         if self.fuel.exhausted:
-            return _error("fuel", f"fuel exhausted while loading ({self.fuel.limit} steps)")
+            return self._load_fuel_error()
         self.hooks = hooks
         return {
             "ok": True,
@@ -182,6 +188,9 @@ class Server:
             "hooks": hooks,
             "fuel": self.fuel.used,
         }
+
+    def _load_fuel_error(self) -> dict:
+        return _error("fuel", f"fuel exhausted while loading ({self.fuel.limit} steps)")
 
     def call(self, msg: dict) -> dict:
         from restricted_policy import FuelExhausted
@@ -218,6 +227,31 @@ class Server:
         except RecursionError:
             return _error("invalid", "output nested too deeply", fuel=self.fuel.used)
         return {"ok": True, "value": data, "fuel": self.fuel.used, "print": printed}
+
+
+def _compile(source: str) -> tuple:
+    """RestrictedPython's compile of the source: (code, None), or (None, the error reply)."""
+    from restricted_policy import compile_mechanism
+
+    try:
+        code, errors = compile_mechanism(source)
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        return None, _error("compile", f"{type(exc).__name__}: {exc}")
+    if errors or code is None:
+        return None, _error("compile", "; ".join(errors)[:ERROR_TEXT])
+    return code, None
+
+
+def _mechanism_class(glb: dict, guards):
+    """The class the module bound to `Mechanism`, if the sandbox made it; else None."""
+    cls = glb.get("Mechanism")
+    if cls is None or cls not in guards.sandbox_classes:
+        return None
+    return cls
+
+
+def _hooks_of(cls) -> list[str]:
+    return [h for h in HOOKS if callable(getattr(cls, h, None))]
 
 
 def _describe(exc: BaseException) -> str:

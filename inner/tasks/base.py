@@ -1,0 +1,70 @@
+"""What every task is: a script with a declared search space, a harness, data and a budget."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bilevel.inner.edits import Param, read_constants
+
+PACKAGE = "bilevel.inner.tasks"   # bundled tasks are its subpackages
+
+# Constants the runtime writes into every trial's script, when the script has them: they are
+# never part of a search space (the budget is each trial's, the seed the run's).
+RUNTIME_CONSTANTS = ("TIME_BUDGET", "SEED")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    folder: Path
+    script: str
+    space: dict[str, Param]
+
+    def source(self) -> str:
+        """The task's own script; never edited in place (edits go to per-trial copies)."""
+        return (self.folder / self.script).read_text()
+
+    def defaults(self) -> dict:
+        """The script's current values of the tunable constants."""
+        consts = read_constants(self.source())
+        return {k: consts[k] for k in self.space}
+
+    def defaults_budget(self) -> float:
+        """The script's own TIME_BUDGET, used when no budget is given."""
+        return float(read_constants(self.source()).get("TIME_BUDGET", 30))
+
+    @property
+    def harness_lib(self) -> str:
+        """Where the trial image holds this task's trusted harness."""
+        return f"/bilevel/tasks/{self.name}"
+
+    def data_dir(self) -> Path | None:
+        """The task's prepared data on the host (made on first use, then reused)."""
+        root = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+        corpus = importlib.import_module(f"{PACKAGE}.{self.name}.corpus")
+        return corpus.prepare(root / "bilevel" / "data" / self.name)
+
+    def runtime_values(self, budget: float | None = None, seed: int | None = None) -> dict[str, Any]:
+        """TIME_BUDGET and SEED for a trial's script, only where the script has such a constant."""
+        have = read_constants(self.source())
+        given = {"TIME_BUDGET": budget, "SEED": seed}
+        return {k: v for k, v in given.items() if v is not None and k in have}
+
+    def check_budget(self, budget: float) -> None:
+        """Refuse a training budget the task cannot honour (a bundled task takes any)."""
+
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of the files outside bilevel that define the trials; none for a bundled task."""
+        return {}
+
+    def locator(self) -> dict[str, str]:
+        """What `resolve` needs besides the name to load this task again; nothing for a bundled task."""
+        return {}
+
+    def trial_inputs(self) -> dict[str, Any]:
+        """What `executor.run_trial` mounts for this task: data, harness path, extra read-only files."""
+        return {"data_dir": self.data_dir(), "harness_lib": self.harness_lib, "ro_mounts": ()}

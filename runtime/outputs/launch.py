@@ -1,0 +1,38 @@
+"""Run or resume one run in the foreground, as `bilevel run`, `resume` and `ablate` do: the live
+display and results.tsv watch it, and the report is written when it ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bilevel.runtime.outputs import report
+from bilevel.runtime.outputs.display import LiveDisplay
+from bilevel.runtime.outputs.tsv import write_results
+from bilevel.runtime.policy import load
+from bilevel.runtime.run.config import RunConfig
+from bilevel.runtime.run.schedule import Progress, Run
+
+
+def execute(cfg: RunConfig, run_dir: Path) -> int:
+    """Run `cfg` in `run_dir` to its end (or resume it); returns the exit code."""
+    task = cfg.load_task()  # again on resume: the checkout's files are hashed now and compared on open
+    policy = load(cfg.policy)
+
+    def tsv(progress: Progress) -> None:
+        if progress.trial is None:  # after a step, not as a trial starts
+            write_results(run_dir, progress.view)
+
+    with LiveDisplay() as display:
+        runner = Run(cfg, run_dir, policy, observers=(display.observe, tsv), task=task)
+        runner.install_signals()
+        print(f"bilevel run in {run_dir}: task {cfg.task}" + (f" ({cfg.repo})" if cfg.repo else "")
+              + f", levels {','.join(cfg.levels)}, "
+              f"{cfg.iterations} iterations of {cfg.budget:g} s"
+              + (f", deadline in {cfg.hours:g} h" if cfg.hours else ""))
+        if cfg.llm == "offline":
+            print("OFFLINE: Level 1 uses the seeded offline proposer, Level 1.5 its heuristic, and Level 2 "
+                  "draws from the reference mechanism library (loaded through the same sandbox).")
+        code = runner.execute()
+    paths = report.write_report(run_dir)
+    print(f"report: {paths['report.md']}")
+    return code

@@ -1,0 +1,214 @@
+"""A run's config, and the rules that protect it on resume.
+
+The config is what defines a run: it is stored in the journal when the run starts and compared
+on every resume, where only a later deadline or bigger budgets may change (`RESUME_RULES`); any
+other change is refused, naming the setting, and a changed task file is refused naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bilevel.inner import tasks
+from bilevel.runtime.journal.records import RunInfo
+from bilevel.runtime.vocabulary import LEVELS, RunState
+
+
+@dataclass
+class RunConfig:
+    """The settings that define a run; stored in the journal and checked again on resume."""
+
+    task: str = "tinygpt"
+    llm: str = "offline"
+    levels: list[str] = field(default_factory=lambda: [lv.value for lv in LEVELS])
+    iterations: int = 12
+    budget: float = 30.0
+    hours: float | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    acceptance: str = "strict"
+    strategy_every: int = 3          # Level 1.5 every K iterations
+    research_every: int = 2          # Level 2 every M Level-1.5 cycles
+    min_active: int = 3
+    baseline_repeats: int = 1
+    seed: int = 0
+    llm_base_url: str | None = None
+    offline_fallback: bool = False
+    policy: str | None = None
+    # Set by `bilevel ablate`: a baseline (mean of repeated baseline trials) and its noise (their
+    # standard deviation), measured once elsewhere and shared by every group run, so no run has its
+    # own, noisier baseline. Part of the config: a resume that changes them is refused.
+    baseline_val_bpb: float | None = None
+    noise: float | None = None
+    # A task from outside the package (`--task karpathy --repo PATH`): the checkout and its data
+    # cache, resolved, and the sha256 of the files that define its trials, taken again on every
+    # resume, so a resume after the checkout changed is refused, naming the file. Stored only when
+    # set (`to_dict`), so the configs of bundled-task runs, and their folder names, stay as they were.
+    repo: str | None = None
+    cache: str | None = None
+    task_files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The config as the journal stores it."""
+        d = asdict(self)
+        for key in ("repo", "cache", "task_files"):
+            if not d[key]:
+                del d[key]
+        return d
+
+    def bind(self, task: tasks.Task) -> tasks.Task:
+        """Take the task's location and file hashes; refuse a budget the task cannot honour."""
+        task.check_budget(self.budget)
+        for key, value in task.locator().items():
+            setattr(self, key, value)
+        self.task_files = task.fingerprint()
+        return task
+
+    def load_task(self) -> tasks.Task:
+        return self.bind(tasks.resolve(self.task, self.repo, self.cache))
+
+    def validate(self) -> None:
+        bad = [lv for lv in self.levels if lv not in LEVELS]
+        if bad or "1" not in self.levels:
+            known = tuple(lv.value for lv in LEVELS)
+            raise ValueError(f"--levels: {','.join(self.levels)} must include 1 and be among {known}")
+        if self.acceptance not in ("strict", "noise-aware"):
+            raise ValueError("--acceptance must be strict or noise-aware")
+        for name in ("strategy_every", "research_every", "baseline_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.iterations < 0:  # 0: only the baseline trials (how `bilevel ablate` measures the noise floor)
+            raise ValueError("--iterations must be at least 0")
+        if self.budget <= 0:
+            raise ValueError("--budget must be positive")
+
+    def identity(self) -> str:
+        """A short hash of the settings a resume may not change, naming the default run folder."""
+        keep = {k: v for k, v in self.to_dict().items()
+                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    levels = "".join(lv.replace(".", "") for lv in cfg.levels)
+    return Path("runs") / f"{cfg.task}-L{levels}-s{cfg.seed}-{cfg.identity()}"
+
+
+def config_for(run: RunInfo | None, cfg: RunConfig) -> dict:
+    """The config to journal: a new run's, or a resumed run's with the allowed changes applied.
+
+    The deadline counts from the run's start, whenever it is resumed. Raises ValueError naming
+    what a resume may not change.
+    """
+    config = cfg.to_dict()
+    if run is None:
+        if cfg.hours is not None:
+            config["deadline"] = (datetime.now(UTC) + timedelta(hours=cfg.hours)).isoformat()
+        return config
+    old = run.config
+    if old.get("deadline") and (cfg.hours is None or cfg.hours == old["hours"]):
+        config["deadline"], config["hours"] = old["deadline"], old["hours"]
+    elif cfg.hours is not None:
+        start = datetime.fromisoformat(old["deadline"]) - timedelta(hours=old["hours"]) \
+            if old.get("deadline") else datetime.fromisoformat(run.created_at)
+        config["deadline"] = (start + timedelta(hours=cfg.hours)).isoformat()
+    refused = diff_config(old, config)
+    files = [name.removeprefix("task_files.") for name in refused if name.startswith("task_files")]
+    if files:
+        raise ValueError(f"cannot resume run {run.run_id}: the task's {', '.join(files)} changed since "
+                         "the run started; restore it, or start a new run")
+    if refused:
+        raise ValueError(f"cannot resume run {run.run_id}: changed setting(s) {', '.join(refused)} "
+                         "(only a later deadline or bigger budgets may change)")
+    return config
+
+
+def nothing_to_do(run: RunInfo | None, config: dict) -> str | None:
+    """A message when a resume would change nothing of a finished run."""
+    if run is not None and run.state == RunState.FINISHED and config == run.config:
+        return f"run {run.run_id} has already finished ({run.state_reason}); nothing to do"
+    return None
+
+
+# ---- resume: which config changes are allowed ---------------------------------------------
+
+# key -> rule. "may_increase": a resume may raise the value (None means unlimited);
+# "may_change": any change. Any other changed key is refused, naming it.
+RESUME_RULES: dict[str, str] = {
+    "hours": "may_increase",
+    "deadline": "may_increase",
+    "iterations": "may_increase",
+    "max_trials": "may_increase",
+    "max_tokens": "may_increase",
+    "max_usd": "may_increase",
+}
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _order(value: Any) -> float | None:
+    """A number to compare for 'may_increase': numbers, ISO timestamps, None as unlimited."""
+    if value is None:
+        return math.inf
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _allowed(rule: str | None, old: Any, new: Any) -> bool:
+    if rule == "may_change":
+        return True
+    if rule == "may_increase":
+        a, b = _order(old), _order(new)
+        return a is not None and b is not None and b >= a
+    return False
+
+
+def diff_config(old: Mapping, new: Mapping, allowed: Mapping[str, str] | set[str] | None = None
+                ) -> list[str]:
+    """Names of changed settings a resume may not change, sorted; empty means resume may go on.
+
+    Nested dicts compare by dotted name (`budget.hours`); a rule keyed by the last part
+    (`hours`) applies at any depth. `allowed` is a rule table (default `RESUME_RULES`) or a
+    set of names that may change freely. Added and removed keys are changes too.
+    """
+    if allowed is None:
+        rules: Mapping[str, str] = RESUME_RULES
+    elif isinstance(allowed, set | frozenset):
+        rules = dict.fromkeys(allowed, "may_change")
+    else:
+        rules = allowed
+    a, b = _flatten(old), _flatten(new)
+    refused = []
+    missing = object()
+    for name in sorted(a.keys() | b.keys()):
+        before, after = a.get(name, missing), b.get(name, missing)
+        if before == after and type(before) is type(after):
+            continue
+        rule = rules.get(name, rules.get(name.rsplit(".", 1)[-1]))
+        if before is missing or after is missing or not _allowed(rule, before, after):
+            refused.append(name)
+    return refused

@@ -1,0 +1,107 @@
+"""The trial runner: one trial of a run, journaled before and after, retried on engine failures.
+
+Everything that matters is in the journal before it matters: the trial's row is written as
+`running` before its container starts, so a run killed mid-trial knows on resume that it must
+rerun it, with the same changes. An engine failure (daemon restart, lost container) is not the
+trial's fault: that attempt ends `infra` and the trial runs again, up to `INFRA_ATTEMPTS` times.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bilevel.inner import edits, tasks
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.policy import Policy
+from bilevel.runtime.run.budgets import Budgets, Controls, Stop
+from bilevel.runtime.run.config import RunConfig
+from bilevel.runtime.sandbox import engine, executor
+from bilevel.runtime.vocabulary import RunState, TrialStatus
+
+INFRA_ATTEMPTS = 3
+
+
+class TrialRunner:
+    """Runs the run's trials; `on_start` hears of each attempt as its container is about to start."""
+
+    def __init__(self, *, journal: Journal, policy: Policy, cfg: RunConfig, task: tasks.Task, run_id: str,
+                 run_dir: Path, log, budgets: Budgets, controls: Controls, client,
+                 on_start: Callable[[dict], None]) -> None:
+        self.journal, self.policy, self.cfg, self.task = journal, policy, cfg, task
+        self.run_id, self.dir, self.log = run_id, run_dir, log
+        self.budgets, self.controls, self.client, self.on_start = budgets, controls, client, on_start
+        self.defaults = task.defaults()
+        self.trial_inputs = task.trial_inputs()
+
+    def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None) -> dict:
+        """Run one trial with `config` (the task's constants); returns what the loop needs of it."""
+        self.budgets.check_trial_fits()
+        values = {**config, **self.task.runtime_values(budget=self.cfg.budget, seed=self.cfg.seed)}
+        script = edits.apply(self.task.source(), values)
+        sha = self.journal.artifacts.put(script)  # content-addressed: the ref is the script's sha256
+        changes = {k: v for k, v in config.items() if self.defaults.get(k) != v}
+        for _attempt in range(INFRA_ATTEMPTS):
+            tid = self.journal.start_trial(iteration=iteration, kind=kind, changes=changes,
+                                           hypothesis=hypothesis, script_sha=sha, seq=seq)
+            seq = self.journal.trial(tid)["seq"]
+            self.on_start({"seq": seq, "started_monotonic": time.monotonic(), "budget_s": self.cfg.budget,
+                           "deadline_s": self.cfg.budget + float(self.policy.trial["grace_s"]),
+                           "changes": changes})
+            work = self.dir / "trials" / f"{seq:04d}-{tid}"
+            result = self._attempt(tid, script, work)
+            if result is None:
+                continue
+            return self._finish(tid, seq, result, work)
+        raise Stop(RunState.FAILED, f"the Docker engine failed {INFRA_ATTEMPTS} times in a row; see the log")
+
+    def _attempt(self, tid: int, script: str, work: Path) -> executor.TrialResult | None:
+        """One container run of the trial; None when the engine failed under it."""
+        timer = self._deadline_timer()
+        try:
+            return executor.run_trial(
+                self.client, self.policy, script=script, budget_s=self.cfg.budget, work_dir=work,
+                **self.trial_inputs, trial_id=str(tid), run_id=self.run_id,
+                gpu=self.policy.gpu_ids() is not None, cancel=self.controls.cancel_trial,
+            )
+        except executor.InfraError as exc:
+            self.journal.finish_trial(tid, status=TrialStatus.INFRA, reason=str(exc)[:500])
+            self.log.warning("trial_infra_failure", trial_id=tid, error=str(exc)[:200])
+            self._recover_engine(tid)
+            return None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _deadline_timer(self) -> threading.Timer | None:
+        """Near the deadline the policy decides: "kill" the running trial, or let it "finish"."""
+        left = self.budgets.time_left()
+        if left is None or self.policy.trial["near_deadline"] != "kill":
+            return None
+        timer = threading.Timer(max(left, 0), self.controls.hit_deadline)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _recover_engine(self, tid: int) -> None:
+        """Reconnect (the daemon may be restarting) and remove what the lost attempt left."""
+        self.client = engine.connect(timeout=120, wait_s=60)
+        engine.remove_labeled(self.client, [f"bilevel.run={self.run_id}", f"bilevel.trial={tid}"])
+        engine.sweep_orphans(self.client)
+
+    def _finish(self, tid: int, seq: int, r: executor.TrialResult, work: Path) -> dict:
+        if r.status == "interrupted":
+            self.journal.mark_running_trials_interrupted()
+            if self.controls.deadline_hit:
+                raise Stop(RunState.FINISHED, "deadline reached during a trial; it was killed as the policy says")
+            raise Stop(RunState.STOPPED, "stop requested: the running trial was killed (it reruns on resume)")
+        log_ref = self.journal.artifacts.put((work / "log.txt").read_bytes())
+        self.journal.finish_trial(
+            tid, status=r.status, val_bpb=r.val_bpb, training_seconds=r.training_seconds,
+            wall_seconds=r.wall_seconds, peak_mem_mb=r.peak_mem_mb, exit_code=r.exit_code,
+            log_ref=log_ref, reason=r.reason,
+        )
+        return {"trial_id": tid, "seq": seq, "status": r.status, "val_bpb": r.val_bpb,
+                "training_seconds": r.training_seconds, "peak_mem_mb": r.peak_mem_mb, "reason": r.reason}

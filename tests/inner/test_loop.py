@@ -1,0 +1,96 @@
+"""The inner loop with stand-in mechanisms and trials: constraints are enforced on every
+candidate, review and acceptance shape what runs, and effects record what mechanisms did."""
+
+from __future__ import annotations
+
+import pytest
+
+from bilevel.inner.acceptance import noise_floor
+from bilevel.inner.loop import LoopState, Step, iterate
+from bilevel.inner.proposer import OfflineProposer
+
+from inner_space import INC, SPACE
+
+
+class StubMechs:
+    """Plain-Python stand-ins for sandboxed mechanisms: each maps a hook to a function."""
+
+    def __init__(self, **mechs):
+        self.mechs = mechs
+        self.calls = []
+
+    def call_all(self, hook, *args):
+        out = []
+        for name, hooks in self.mechs.items():
+            if hook in hooks:
+                self.calls.append((name, hook))
+                out.append((name, hooks[hook](*args)))
+        return out
+
+    def review_chain(self, candidates, view):
+        for name, hooks in self.mechs.items():
+            if "review" in hooks:
+                self.calls.append((name, "review"))
+                candidates = hooks["review"](candidates, view)
+                yield name, candidates
+
+
+def _state():
+    return LoopState(space=SPACE, incumbent=dict(INC), best=2.0, baseline=2.0, active=list(SPACE))
+
+
+def _step(mechs, proposal, results):
+    it = iter(results)
+    return Step(mechs=mechs, propose=lambda s, sec: proposal,
+                run_trial=lambda cfg, hyp: {"trial_id": "t", **next(it)},
+                offline=OfflineProposer(SPACE, 0))
+
+
+def test_loop_enforces_constraints_on_the_proposer_and_records_effects():
+    mechs = StubMechs(tabu={"constraints": lambda v: {"forbid": ["LR"], "ranges": {}},
+                            "observe": lambda r: None})
+    state = _state()
+    step = _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "bigger lr"},
+                 [{"status": "ok", "val_bpb": 1.9}])
+    rec = iterate(state, step)
+    assert "LR" not in rec["changes"] and rec["source"] == "fallback"
+    assert rec["rejected"][0]["why"].startswith("LR is forbidden")
+    assert rec["effects"]["tabu"]["constraints"]["forbid"] == ["LR"]
+    assert ("tabu", "observe") in mechs.calls and rec["kept"] and state.best == 1.9
+
+
+def test_review_can_replace_a_proposal_and_it_is_recorded():
+    mechs = StubMechs(fixer={"review": lambda cands, v: [{"changes": {"N_LAYER": 3}, "hypothesis": "deeper"}]})
+    state = _state()
+    rec = iterate(state, _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "x"},
+                               [{"status": "ok", "val_bpb": 2.5}]))
+    assert rec["changes"] == {"N_LAYER": 3}
+    assert rec["effects"]["fixer"]["reviewed"] == {"in": 1, "out": 1}
+    assert not rec["kept"] and state.incumbent == INC
+
+
+def test_noise_aware_confirms_with_a_repeat():
+    state = _state()
+    state.noise = 0.1
+    step = _step(StubMechs(), {"changes": {"LR": 0.002}, "hypothesis": "x"},
+                 [{"status": "ok", "val_bpb": 1.98}, {"status": "ok", "val_bpb": 2.04}])
+    step.mode = "noise-aware"
+    rec = iterate(state, step)
+    assert not rec["kept"] and "not confirmed" in rec["decision"]
+    assert noise_floor([2.0, 2.1, 2.05]) == pytest.approx(0.05)
+
+
+def test_reviewers_get_only_valid_contract_shaped_candidates():
+    seen = []
+
+    def review(cands, view):
+        seen.extend(cands)
+        return cands
+
+    mechs = StubMechs(echo={"review": review})
+    proposal = {"changes": {"LR": 0.05}, "hypothesis": 42, "extra": "x"}
+    bad = {"changes": {"LR": "nope"}, "hypothesis": "bad"}
+    mechs.mechs["sugg"] = {"suggest": lambda v: [bad]}
+    rec = iterate(_state(), _step(mechs, proposal, [{"status": "ok", "val_bpb": 2.5}]))
+    assert seen == [{"changes": {"LR": 0.05}, "hypothesis": "42"}]       # no source, no extras, no invalid
+    assert rec["source"] == "proposer" and rec["rejected"][0]["source"] == "sugg"
