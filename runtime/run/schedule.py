@@ -15,6 +15,7 @@ step as a `Progress`; the run imports none of them.
 from __future__ import annotations
 
 import signal
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,7 +197,9 @@ class Run:
             run = RunView.read(journal).run
             config = config_for(run, self.cfg)
             if run is None:
-                run_id = f"{self.dir.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+                # Unique on this daemon: containers are labelled with it, and an infra retry removes
+                # the lost trial's containers by it, so two runs started in one second must differ.
+                run_id = f"{self.dir.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
                 journal.init_run(run_id, config, self.policy.data)
                 return journal, run_id, config
             message = nothing_to_do(run, config)

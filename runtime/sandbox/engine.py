@@ -10,7 +10,7 @@ import os
 import time
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.sandbox.hardening import LABEL_OWNER, LABEL_ROLE
@@ -54,7 +54,7 @@ def _alive(owner: str) -> bool:
 
 def remove_labeled(client: docker.DockerClient, labels: list[str]) -> None:
     """Remove the containers carrying all `labels` ("key=value"), e.g. one a restarted engine lost."""
-    for c in client.containers.list(all=True, filters={"label": labels}):
+    for c in client.containers.list(all=True, sparse=True, filters={"label": labels}):
         try:
             c.remove(force=True)
         except NotFound:
@@ -64,15 +64,20 @@ def remove_labeled(client: docker.DockerClient, labels: list[str]) -> None:
 def sweep_orphans(client: docker.DockerClient) -> list[str]:
     """Remove sandboxes whose orchestrator process on this host is gone (invariant 4)."""
     removed = []
-    for c in client.containers.list(all=True, filters={"label": LABEL_ROLE}):
-        owner = c.labels.get(LABEL_OWNER, "")
+    # Sparse: the list call alone gives names and labels, with no inspect per container, so one
+    # container the engine cannot answer for (a runtime hung in start) does not stall the sweep.
+    for c in client.containers.list(all=True, sparse=True, filters={"label": LABEL_ROLE}):
+        owner = (c.attrs.get("Labels") or {}).get(LABEL_OWNER, "")
         if owner and _alive(owner):
             continue
         try:
             c.remove(force=True)
-            removed.append(c.name)
+            removed.append((c.attrs.get("Names") or [c.id])[0].lstrip("/"))
         except NotFound:
             pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: another sweep is removing it already
+                raise
     if removed:
         get_logger().info("swept_orphans", containers=removed)
     return removed
