@@ -94,7 +94,7 @@ def _run_config(args: argparse.Namespace):
         research_every=args.research_every, baseline_repeats=args.baseline_repeats
         or (3 if args.acceptance == "noise-aware" else 1),
         seed=args.seed, llm_base_url=args.llm_base_url, offline_fallback=args.offline_fallback,
-        policy=args.policy,
+        policy=args.policy, parallel=args.parallel, max_gpu_hours=args.max_gpu_hours,
     )
     cfg.validate()
     cfg.bind(task)
@@ -119,7 +119,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     with Journal.open_readonly(run_dir) as journal:
         old = dict(RunView.read(journal).config)
     old.pop("deadline", None)
-    for key in ("hours", "iterations", "max_tokens", "max_usd"):
+    for key in ("hours", "iterations", "max_tokens", "max_usd", "max_gpu_hours"):
         if getattr(args, key) is not None:
             old[key] = getattr(args, key)
     return execute(RunConfig(**old), run_dir)
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hours", type=float, help="wall-clock deadline of the run")
     r.add_argument("--max-tokens", type=int)
     r.add_argument("--max-usd", type=float)
+    r.add_argument("--parallel", type=int, help="trials at once, each on its own CPUs/GPUs (default: the policy's)")
+    r.add_argument("--max-gpu-hours", type=float, help="GPU-hours budget: each trial's GPUs x wall time")
     r.add_argument("--acceptance", default="strict", choices=["strict", "noise-aware"])
     r.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
     r.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")
@@ -250,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="continue a run")
     rs.add_argument("run")
-    for flag, typ in (("--hours", float), ("--iterations", int), ("--max-tokens", int), ("--max-usd", float)):
+    for flag, typ in (("--hours", float), ("--iterations", int), ("--max-tokens", int), ("--max-usd", float),
+                      ("--max-gpu-hours", float)):
         rs.add_argument(flag, type=typ, help="may only grow")
     rs.set_defaults(func=cmd_resume)
 

@@ -54,12 +54,19 @@ class RunConfig:
     repo: str | None = None
     cache: str | None = None
     task_files: dict[str, str] = field(default_factory=dict)
+    # Trials at once (`--parallel N`; None: the policy's `trial.parallel`), and a GPU-hours budget
+    # (each trial's GPUs x wall time). Stored only when set, so earlier runs' configs stay as they were.
+    parallel: int | None = None
+    max_gpu_hours: float | None = None
 
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
         d = asdict(self)
         for key in ("repo", "cache", "task_files"):
             if not d[key]:
+                del d[key]
+        for key in ("parallel", "max_gpu_hours"):
+            if d[key] is None:
                 del d[key]
         return d
 
@@ -88,11 +95,15 @@ class RunConfig:
             raise ValueError("--iterations must be at least 0")
         if self.budget <= 0:
             raise ValueError("--budget must be positive")
+        if self.parallel is not None and self.parallel < 1:
+            raise ValueError("--parallel must be at least 1")
+        if self.max_gpu_hours is not None and self.max_gpu_hours <= 0:
+            raise ValueError("--max-gpu-hours must be positive")
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""
         keep = {k: v for k, v in self.to_dict().items()
-                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback")}
+                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback", "max_gpu_hours")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -148,6 +159,7 @@ RESUME_RULES: dict[str, str] = {
     "max_trials": "may_increase",
     "max_tokens": "may_increase",
     "max_usd": "may_increase",
+    "max_gpu_hours": "may_increase",
 }
 
 

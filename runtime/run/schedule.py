@@ -34,6 +34,8 @@ from bilevel.runtime.run.budgets import Budgets, Controls, Stop
 from bilevel.runtime.run.config import RunConfig, config_for, nothing_to_do
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
+from bilevel.runtime.run.parallel import ParallelLoop
+from bilevel.runtime.run.slots import Slot, plan
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
 from bilevel.runtime.vocabulary import Level, RunState, TrialKind
@@ -64,8 +66,8 @@ def loop_state(view: RunView, task: tasks.Task, cfg: RunConfig) -> LoopState:
                       baseline=vals[0] if vals else float("inf"),
                       noise=noise_floor(vals) if cfg.noise is None else cfg.noise,
                       active=sorted(task.space))
-    for rec in view.iterations:
-        state.iteration = rec.iteration
+    for rec in view.iterations:  # in decision order; with parallel slots not in iteration order
+        state.iteration = max(state.iteration, rec.iteration)
         if rec.kept:
             state.incumbent = rec.config
         state.history.append(rec.history_entry())
@@ -89,6 +91,7 @@ class Schedule:
     state: LoopState
     log: object
     observers: Sequence[Observer] = field(default_factory=tuple)
+    slots: Sequence[Slot] = ()        # more than one: `ParallelLoop` runs the iterations
 
     def progress(self, trial: dict | None = None) -> None:
         if not self.observers:
@@ -104,7 +107,7 @@ class Schedule:
             return self.offline.propose(state.incumbent, state.active, state.history)
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
-                                 guidance=state.guidance, fence=fence)
+                                 guidance=state.guidance, fence=fence, pending=state.pending)
         return self.llm.chat_json(msgs, Level.INNER, "propose")
 
     def rebuild_state(self) -> None:
@@ -116,10 +119,11 @@ class Schedule:
             done = [t for t in view.finished if t.is_baseline]
             pending = [t for t in view.to_rerun if t.is_baseline]
             defaults = self.trials.defaults
+            slot = self.slots[0] if self.slots else None
             for t in pending:
-                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, seq=t.seq)
+                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, seq=t.seq, slot=slot)
             for _ in range(self.cfg.baseline_repeats - len(done) - len(pending)):
-                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0)
+                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, slot=slot)
         self.rebuild_state()
         self.progress()
         if self.cfg.baseline_val_bpb is None and self.state.baseline == float("inf"):
@@ -170,6 +174,8 @@ class Schedule:
 
     def loop(self) -> None:
         self.baseline()
+        if len(self.slots) > 1:
+            ParallelLoop(self, list(self.slots)).run()
         self.resume_iteration()
         while self.state.iteration < self.cfg.iterations:
             self.outer_levels(RunView.read(self.journal))
@@ -185,6 +191,8 @@ class Run:
                  task: tasks.Task | None = None) -> None:
         self.cfg, self.dir, self.policy = cfg, run_dir, policy
         self.task = task  # loaded and bound by the caller (`cfg.load_task()`), else loaded here
+        # Checked before the journal opens: a --parallel the machine cannot share out is refused.
+        self.slots = plan(policy, cfg.parallel or int(policy.trial["parallel"]))
         self.observers = tuple(observers)
         self.controls = Controls()
 
@@ -277,7 +285,7 @@ class Run:
         schedule = Schedule(cfg=self.cfg, journal=journal, budgets=budgets, trials=trials, llm=llm, mechs=mechs,
                             offline=OfflineProposer(task.space, self.cfg.seed + len(journal.trials())),
                             state=loop_state(RunView.read(journal), task, self.cfg), log=log,
-                            observers=self.observers)
+                            observers=self.observers, slots=self.slots)
         holder.append(schedule)
         return schedule
 
