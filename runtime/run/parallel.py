@@ -26,7 +26,7 @@ import json
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bilevel.inner.loop import Step, conclude, gather, pick
 from bilevel.runtime.journal.view import RunView
@@ -34,9 +34,6 @@ from bilevel.runtime.run.budgets import Stop
 from bilevel.runtime.run.slots import Slot
 from bilevel.runtime.run.trials import INFRA_ATTEMPTS, Started
 from bilevel.runtime.vocabulary import RunState, TrialKind
-
-if TYPE_CHECKING:
-    from bilevel.runtime.run.schedule import Schedule
 
 TICK_S = 0.5   # the longest the main thread sleeps with nothing finished (signals, budgets)
 
@@ -78,7 +75,7 @@ class Flight:
 class ParallelLoop:
     """Runs a schedule's iterations on `slots`; ends by raising `Stop`, like `Schedule.loop`."""
 
-    def __init__(self, schedule: Schedule, slots: list[Slot]) -> None:
+    def __init__(self, schedule: Any, slots: list[Slot]) -> None:  # a `schedule.Schedule` (it imports this)
         self.s, self.slots = schedule, slots
         self.free: list[Slot] = list(slots)
         self.flights: dict[Future, Flight] = {}
