@@ -179,6 +179,7 @@ class ParallelLoop:
         for fut in [f for f in self.flights if f.done()]:
             flight = self.flights.pop(fut)
             slot = flight.started.slot
+            self.s.live.pop(slot.index, None)
             try:
                 result = self.s.trials.settle(flight.started, fut.result())
             except Stop as stop:
@@ -260,6 +261,7 @@ class ParallelLoop:
                                active=list(state.active), frozen=list(state.frozen),
                                pending=[dict(p) for p in state.pending])
             d.future = self.llm_pool.submit(s.propose, snapshot, sections)
+            self._waiting(f"the LLM: a proposal for iteration {d.iteration}")
         else:
             d.proposal = s.propose(state, sections)  # offline: cheap, here
         self._finish_draft()
@@ -271,6 +273,7 @@ class ParallelLoop:
                 return
             self.s.llm.drain()
             self.draft = None
+            self.s.waiting = None
             d.proposal = d.future.result()   # a Stop (LLM budget spent) is raised here, on this thread
         self.draft = None
         s, state = self.s, self.s.state
@@ -296,6 +299,8 @@ class ParallelLoop:
         counts += list(range(self.levels_checked + 1, self.concluded + 1))
         self.levels_checked = self.concluded
         for count in counts:
+            if count % s.cfg.strategy_every == 0 and len(s.cfg.levels) > 1:
+                self._waiting(f"a Level 1.5/2 session after {count} decided iterations (trials go on)")
             live = s.state
             s.state = replace(live, iteration=count)  # the levels key their decisions by this count
             try:
@@ -303,3 +308,9 @@ class ParallelLoop:
             finally:
                 live.active, live.frozen, live.guidance = s.state.active, s.state.frozen, s.state.guidance
                 s.state = live
+                s.waiting = None
+
+    def _waiting(self, what: str) -> None:
+        """Tell the observers what the orchestrator waits for (the live display's last line)."""
+        self.s.waiting = what
+        self.s.progress()

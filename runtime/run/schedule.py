@@ -50,6 +50,8 @@ class Progress:
     iterations: int
     budgets: dict                     # time, tokens and USD left
     trial: dict | None = None         # the attempt whose container is starting, if that is the step
+    slots: tuple[dict, ...] = ()      # parallel slots: each busy slot's attempt (as `trial`), by slot
+    waiting: str | None = None        # parallel slots: what the orchestrator waits for now
 
 
 Observer = Callable[[Progress], None]
@@ -92,13 +94,18 @@ class Schedule:
     log: object
     observers: Sequence[Observer] = field(default_factory=tuple)
     slots: Sequence[Slot] = ()        # more than one: `ParallelLoop` runs the iterations
+    live: dict[int, dict] = field(default_factory=dict)   # slot -> its running attempt (parallel)
+    waiting: str | None = None
 
     def progress(self, trial: dict | None = None) -> None:
+        if trial is not None and len(self.slots) > 1:
+            self.live[trial.get("slot", 0)] = trial
         if not self.observers:
             return
         view = RunView.read(self.journal)
+        live = tuple(self.live[k] for k in sorted(self.live)) if len(self.slots) > 1 else ()
         p = Progress(view=view, iteration=self.state.iteration, iterations=self.cfg.iterations,
-                     budgets=self.budgets.left(view.llm_totals), trial=trial)
+                     budgets=self.budgets.left(view.llm_totals), trial=trial, slots=live, waiting=self.waiting)
         for observe in self.observers:
             observe(p)
 

@@ -1,0 +1,138 @@
+"""Parallel slots through the CLI, the real daemon and the journal: trials overlap, in-flight
+configurations never repeat, kill -9 with two trials in flight then resume loses and doubles
+nothing, and proposals are drafted while trials run (the scripted LLM answers with a latency)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
+
+from bilevel_cli import BILEVEL
+from fake_llm import FakeLLM, Text, fake_llm_fixture  # noqa: F401
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def one_cpu_policy(tmp_path: Path) -> Path:
+    p = tmp_path / "one-cpu.toml"
+    p.write_text("[trial]\ncpus = 1.0\nmemory_mb = 2048\ngrace_s = 120\n")
+    return p
+
+
+def _args(run: Path, policy: Path, iterations: int, *extra: str) -> list[str]:
+    return [*BILEVEL, "run", "--iterations", str(iterations), "--budget", "1", "--levels", "1",
+            "--parallel", "2", "--policy", str(policy), "--run-dir", str(run), *extra]
+
+
+def _t(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def _view(run: Path) -> RunView:
+    with Journal.open_readonly(run) as j:
+        return RunView.read(j)
+
+
+def _overlapping(view: RunView) -> list[tuple]:
+    done = [t for t in view.attempts if t.ended_at]
+    return [(a, b) for a, b in itertools.combinations(done, 2)
+            if _t(a.started_at) < _t(b.ended_at) and _t(b.started_at) < _t(a.ended_at)]
+
+
+def test_two_slots_run_at_once_on_disjoint_cpus_and_end_with_the_trial_budget(tmp_path, one_cpu_policy):
+    run = tmp_path / "run"
+    r = subprocess.run(_args(run, one_cpu_policy, 4), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    view = _view(run)
+    assert view.run.state == "finished"
+    assert [t.seq for t in view.finished] == [0, 1, 2, 3, 4]          # baseline + 4, none twice
+    assert sorted(rec.iteration for rec in view.iterations) == [1, 2, 3, 4]
+    pairs = _overlapping(view)
+    assert pairs, "no two trials ever ran at once"
+    for a, b in pairs:                                                # in flight together: different
+        assert a.changes != b.changes
+        sa, sb = view.slot_of(a.trial_id), view.slot_of(b.trial_id)
+        assert sa["slot"] != sb["slot"] and not set(sa["cpuset"].split(",")) & set(sb["cpuset"].split(","))
+    status = json.loads(subprocess.run([*BILEVEL, "status", str(run), "--json"], capture_output=True,
+                                       text=True, timeout=60).stdout)
+    assert [s["slot"] for s in status["slots"]] == [0, 1] and all(s["state"] == "idle" for s in status["slots"])
+    # A view of a later draft listed the trials in flight (the mechanism contract's `pending`).
+    assert any(rec.payload["parallel"]["pending"] for rec in view.iterations)
+
+
+def _wait_running(run: Path, n: int, proc, timeout=300) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        if (run / "journal.db").exists():
+            try:
+                with Journal.open_readonly(run) as j:
+                    running = [t for t in j.trials() if t["status"] == "running" and t["kind"] == "proposal"]
+                if len(running) >= n:
+                    return
+            except Exception:
+                pass
+        time.sleep(0.3)
+    raise AssertionError(f"never {n} trials in flight")
+
+
+def test_kill_9_with_two_trials_in_flight_then_resume_loses_and_doubles_nothing(tmp_path, one_cpu_policy,
+                                                                                 docker_client):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_args(run, one_cpu_policy, 3), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _wait_running(run, 2, proc)
+    with Journal.open_readonly(run) as j:
+        in_flight = {t["seq"]: t["changes"] for t in j.trials() if t["status"] == "running"}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run([*BILEVEL, "resume", str(run)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    view = _view(run)
+    assert view.run.state == "finished"
+    assert [t.seq for t in view.finished] == [0, 1, 2, 3]                 # exactly the budget, once each
+    assert view.trial_counts()["interrupted"] == 2 and view.trial_counts()["running"] == 0
+    assert sorted(rec.iteration for rec in view.iterations) == [1, 2, 3]  # every iteration decided once
+    by_seq = {t.seq: t for t in view.finished}
+    for seq, changes in in_flight.items():                                 # rerun with their recorded changes
+        assert by_seq[seq].changes == changes and by_seq[seq].attempt == 2
+    assert docker_client.containers.list(all=True, filters={"label": f"bilevel.run={view.run.run_id}"}) == []
+
+
+def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_policy, fake_llm):
+    count = itertools.count()
+
+    def responder(msgs: list[dict]) -> Text:
+        lr = round(0.001 * (1 + next(count)), 4)
+        return Text(json.dumps({"changes": {"LEARNING_RATE": lr}, "hypothesis": f"lr {lr}"}), delay_s=2.0)
+
+    fake_llm.responder = responder
+    run = tmp_path / "run"
+    env = {**os.environ, "BILEVEL_LLM_BASE_URL": fake_llm.base_url, "BILEVEL_LLM_API_KEY": "sk-test"}
+    r = subprocess.run(_args(run, one_cpu_policy, 4, "--llm", "fake-model"), capture_output=True, text=True,
+                       timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    view = _view(run)
+    assert [t.seq for t in view.finished] == [0, 1, 2, 3, 4]
+    trials = {t.iteration: t for t in view.finished if t.iteration > 0}
+    inside = []
+    for rec in view.iterations:
+        p = rec.payload["parallel"]
+        earlier = [trials[i] for i in p["pending"]]                       # the trials running while it drafted
+        for t in earlier:
+            if _t(t.started_at) <= _t(p["drafted_at"]) and _t(p["ready_at"]) <= _t(t.ended_at):
+                inside.append((rec.iteration, t.iteration))
+    # At least one LLM call (2 s each) lay wholly inside an earlier trial's run: the slot did not wait.
+    assert inside, [r.payload["parallel"] for r in view.iterations]
+    assert len(fake_llm.requests) >= 4
