@@ -68,6 +68,7 @@ def test_two_slots_run_at_once_on_disjoint_cpus_and_end_with_the_trial_budget(tm
     status = json.loads(subprocess.run([*BILEVEL, "status", str(run), "--json"], capture_output=True,
                                        text=True, timeout=60).stdout)
     assert [s["slot"] for s in status["slots"]] == [0, 1] and all(s["state"] == "idle" for s in status["slots"])
+    assert (run / "slots.png").read_bytes()[:4] == b"\x89PNG" and "## Slots" in (run / "report.md").read_text()
     # A view of a later draft listed the trials in flight (the mechanism contract's `pending`).
     assert any(rec.payload["parallel"]["pending"] for rec in view.iterations)
 

@@ -52,3 +52,14 @@ def test_the_policy_key_is_validated():
     for bad in ("0", "1.5", "true"):
         with pytest.raises(policy.PolicyError, match="trial.parallel"):
             _policy(f"[trial]\nparallel = {bad}\n")
+
+
+def test_the_gpu_hours_budget_stops_the_run_once_spent():
+    from bilevel.runtime.run.budgets import Budgets, Controls, Stop
+    from bilevel.runtime.run.config import RunConfig
+
+    b = Budgets(RunConfig(max_gpu_hours=1.5), {}, _policy(), Controls())
+    b.check_gpu_hours(1.49)
+    with pytest.raises(Stop, match="GPU-hours budget spent"):
+        b.check_gpu_hours(1.5)
+    Budgets(RunConfig(), {}, _policy(), Controls()).check_gpu_hours(1e9)   # no cap: never
