@@ -15,6 +15,7 @@ from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.policy import PolicyError, load
 from bilevel.runtime.sandbox import doctor, engine, executor, images
 from bilevel.runtime.sandbox.images import ImageError
+from bilevel.runtime.sandbox.ray_backend import RayUnavailable
 
 # The run loop, its LLM client, the report (matplotlib) and the mechanism tools are imported
 # by the commands that use them, so that `bilevel trial` and `bilevel doctor` start quickly.
@@ -31,6 +32,10 @@ def cmd_images_build(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     text, code = doctor.report(doctor.run_checks(args.policy))
     print(text)
+    if args.executor == "ray":
+        ray_text, ray_code = doctor.ray_report(args.ray_address)
+        print(ray_text)
+        code = code or ray_code
     return code
 
 
@@ -95,6 +100,7 @@ def _run_config(args: argparse.Namespace):
         or (3 if args.acceptance == "noise-aware" else 1),
         seed=args.seed, llm_base_url=args.llm_base_url, offline_fallback=args.offline_fallback,
         policy=args.policy, parallel=args.parallel, max_gpu_hours=args.max_gpu_hours,
+        executor=args.executor, ray_address=args.ray_address,
     )
     cfg.validate()
     cfg.bind(task)
@@ -204,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="check the daemon, images, GPUs and policy")
     d.add_argument("--policy")
+    d.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="ray: also report the Ray cluster (nodes, CPUs, GPUs, a Docker daemon per node)")
+    d.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
     d.set_defaults(func=cmd_doctor)
 
     img = sub.add_parser("images", help="build the sandbox images").add_subparsers(
@@ -239,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-usd", type=float)
     r.add_argument("--parallel", type=int, help="trials at once, each on its own CPUs/GPUs (default: the policy's)")
     r.add_argument("--max-gpu-hours", type=float, help="GPU-hours budget: each trial's GPUs x wall time")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="ray: one Ray task per trial, the same hardened container on the node's own daemon")
+    r.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
     r.add_argument("--acceptance", default="strict", choices=["strict", "noise-aware"])
     r.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
     r.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")
@@ -294,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _terminate)
     try:
         return args.func(args)
-    except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError) as exc:
+    except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError, RayUnavailable) as exc:
         print(f"bilevel: {exc}", file=sys.stderr)
         return 2
 

@@ -187,6 +187,9 @@ class ParallelLoop:
                 self.free.append(slot)
                 continue
             if result is None:  # the engine failed under it: the same trial again, same slot
+                if self.stop is not None:   # stopping: it reruns on resume
+                    self.free.append(slot)
+                    continue
                 if flight.attempts >= INFRA_ATTEMPTS:
                     self.stop = Stop(RunState.FAILED, f"the Docker engine failed {INFRA_ATTEMPTS} times in a row")
                     self.free.append(slot)

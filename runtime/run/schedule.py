@@ -35,7 +35,7 @@ from bilevel.runtime.run.config import RunConfig, config_for, nothing_to_do
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
 from bilevel.runtime.run.parallel import ParallelLoop
-from bilevel.runtime.run.slots import Slot, plan
+from bilevel.runtime.run.slots import Slot, available_cpus, plan
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
 from bilevel.runtime.vocabulary import Level, RunState, TrialKind
@@ -199,7 +199,7 @@ class Run:
         self.cfg, self.dir, self.policy = cfg, run_dir, policy
         self.task = task  # loaded and bound by the caller (`cfg.load_task()`), else loaded here
         # Checked before the journal opens: a --parallel the machine cannot share out is refused.
-        self.slots = plan(policy, cfg.parallel or int(policy.trial["parallel"]))
+        self.slots = plan(policy, cfg.parallel or int(policy.trial["parallel"]), cluster=cfg.executor == "ray")
         self.observers = tuple(observers)
         self.controls = Controls()
 
@@ -238,6 +238,7 @@ class Run:
         interrupted = journal.mark_running_trials_interrupted()
         mechs = None
         schedule = None
+        backend = None
         try:
             client = engine.connect()
             engine.sweep_orphans(client)
@@ -245,6 +246,7 @@ class Run:
             budgets = Budgets(self.cfg, config, self.policy, self.controls)
             mechs = RunMechanisms(client, self.policy, journal, run_id, self.cfg.seed)
             schedule = self.build(journal, run_id, log, client, task, budgets, mechs)
+            backend = schedule.trials.backend = self._backend()
             mechs.restore()
             log.info("run_start", interrupted=interrupted, llm=self.cfg.llm, levels=self.cfg.levels)
             schedule.loop()
@@ -260,9 +262,19 @@ class Run:
         finally:
             if mechs is not None:
                 mechs.close()
+            if backend is not None:
+                backend.close()
             self._last_word(journal, schedule)
             journal.close()
         return 0
+
+    def _backend(self):
+        """`--executor ray`: the Ray backend (a local instance on 127.0.0.1 without --ray-address)."""
+        if self.cfg.executor != "ray":
+            return None
+        from bilevel.runtime.sandbox.ray_backend import RayBackend
+
+        return RayBackend(self.cfg.ray_address, num_cpus=len(available_cpus()))
 
     def _last_word(self, journal: Journal, schedule: Schedule | None) -> None:
         """However the run ended, the observers (results.tsv, the display) see its final journal."""

@@ -60,14 +60,22 @@ def _cpuset(cpus: list[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
 
-def plan(policy: Policy, n: int, cpus: list[int] | None = None, gpus: list[int] | None = None) -> list[Slot]:
-    """N slots with disjoint CPU sets and their share of the policy's GPUs; SlotError if impossible."""
+def plan(policy: Policy, n: int, cpus: list[int] | None = None, gpus: list[int] | None = None,
+         cluster: bool = False) -> list[Slot]:
+    """N slots with disjoint CPU sets and their share of the policy's GPUs; SlotError if impossible.
+
+    `cluster` (the Ray executor): Ray places each trial by its CPU and GPU counts on whichever node
+    has them, and assigns the GPU ids there, so a slot carries no cpuset and its GPU count only.
+    """
     if n < 1:
         raise SlotError("--parallel must be at least 1")
     limit = float(policy.trial["cpus"])
     ids = policy.gpu_ids()
-    if n == 1:  # today's single trial, exactly
+    if n == 1 and not cluster:  # today's single trial, exactly
         return [Slot(0, None, limit, None if ids is None else tuple(ids))]
+    if cluster:
+        per_gpu = None if ids is None else tuple(range(max(1, len(ids) // n) if ids else 1))
+        return [Slot(i, None, limit, per_gpu) for i in range(n)]
     cpus = available_cpus() if cpus is None else cpus
     per = math.ceil(limit)
     if per * n > len(cpus):

@@ -62,6 +62,7 @@ class TrialRunner:
         self.defaults = task.defaults()
         self.trial_inputs = task.trial_inputs()
         self.default_slot = slots.plan(policy, 1)[0]
+        self.backend = None   # `--executor ray`: a `RayBackend`, whose `run_trial` is the executor's
         self._local = threading.local()
 
     def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
@@ -111,7 +112,8 @@ class TrialRunner:
     def execute(self, s: Started) -> executor.TrialResult | executor.InfraError:
         """The container run of one attempt; touches no journal, so it may run in a worker thread."""
         try:
-            return executor.run_trial(
+            run_trial = self.backend.run_trial if self.backend is not None else executor.run_trial
+            return run_trial(
                 self._client(), self.policy, script=s.script, budget_s=self.cfg.budget, work_dir=s.work,
                 **self.trial_inputs, trial_id=str(s.tid), run_id=self.run_id,
                 gpu=s.slot.gpus is not None, cancel=self.controls.cancel_trial,
