@@ -10,56 +10,33 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
+from parallel_runs import one_cpu_policy_file, overlapping, run_args, stamp, view_of
 
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.journal.view import RunView
 
 from bilevel_cli import BILEVEL
-from fake_llm import FakeLLM, Text, fake_llm_fixture  # noqa: F401
+from fake_llm import Text, fake_llm_fixture  # noqa: F401
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def one_cpu_policy(tmp_path: Path) -> Path:
-    p = tmp_path / "one-cpu.toml"
-    p.write_text("[trial]\ncpus = 1.0\nmemory_mb = 2048\ngrace_s = 120\n")
-    return p
-
-
-def _args(run: Path, policy: Path, iterations: int, *extra: str) -> list[str]:
-    return [*BILEVEL, "run", "--iterations", str(iterations), "--budget", "1", "--levels", "1",
-            "--parallel", "2", "--policy", str(policy), "--run-dir", str(run), *extra]
-
-
-def _t(stamp: str) -> float:
-    return datetime.fromisoformat(stamp).timestamp()
-
-
-def _view(run: Path) -> RunView:
-    with Journal.open_readonly(run) as j:
-        return RunView.read(j)
-
-
-def _overlapping(view: RunView) -> list[tuple]:
-    done = [t for t in view.attempts if t.ended_at]
-    return [(a, b) for a, b in itertools.combinations(done, 2)
-            if _t(a.started_at) < _t(b.ended_at) and _t(b.started_at) < _t(a.ended_at)]
+    return one_cpu_policy_file(tmp_path)
 
 
 def test_two_slots_run_at_once_on_disjoint_cpus_and_end_with_the_trial_budget(tmp_path, one_cpu_policy):
     run = tmp_path / "run"
-    r = subprocess.run(_args(run, one_cpu_policy, 4), capture_output=True, text=True, timeout=900)
+    r = subprocess.run(run_args(run, one_cpu_policy, 4), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    view = _view(run)
+    view = view_of(run)
     assert view.run.state == "finished"
     assert [t.seq for t in view.finished] == [0, 1, 2, 3, 4]          # baseline + 4, none twice
     assert sorted(rec.iteration for rec in view.iterations) == [1, 2, 3, 4]
-    pairs = _overlapping(view)
+    pairs = overlapping(view)
     assert pairs, "no two trials ever ran at once"
     for a, b in pairs:                                                # in flight together: different
         assert a.changes != b.changes
@@ -92,7 +69,7 @@ def _wait_running(run: Path, n: int, proc, timeout=300) -> None:
 def test_kill_9_with_two_trials_in_flight_then_resume_loses_and_doubles_nothing(tmp_path, one_cpu_policy,
                                                                                  docker_client):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_args(run, one_cpu_policy, 3), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(run_args(run, one_cpu_policy, 3), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_running(run, 2, proc)
     with Journal.open_readonly(run) as j:
         in_flight = {t["seq"]: t["changes"] for t in j.trials() if t["status"] == "running"}
@@ -100,7 +77,7 @@ def test_kill_9_with_two_trials_in_flight_then_resume_loses_and_doubles_nothing(
     proc.wait()
     r = subprocess.run([*BILEVEL, "resume", str(run)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    view = _view(run)
+    view = view_of(run)
     assert view.run.state == "finished"
     assert [t.seq for t in view.finished] == [0, 1, 2, 3]                 # exactly the budget, once each
     assert view.trial_counts()["interrupted"] == 2 and view.trial_counts()["running"] == 0
@@ -121,10 +98,10 @@ def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_p
     fake_llm.responder = responder
     run = tmp_path / "run"
     env = {**os.environ, "BILEVEL_LLM_BASE_URL": fake_llm.base_url, "BILEVEL_LLM_API_KEY": "sk-test"}
-    r = subprocess.run(_args(run, one_cpu_policy, 4, "--llm", "fake-model"), capture_output=True, text=True,
+    r = subprocess.run(run_args(run, one_cpu_policy, 4, "--llm", "fake-model"), capture_output=True, text=True,
                        timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    view = _view(run)
+    view = view_of(run)
     assert [t.seq for t in view.finished] == [0, 1, 2, 3, 4]
     trials = {t.iteration: t for t in view.finished if t.iteration > 0}
     inside = []
@@ -132,7 +109,7 @@ def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_p
         p = rec.payload["parallel"]
         earlier = [trials[i] for i in p["pending"]]                       # the trials running while it drafted
         for t in earlier:
-            if _t(t.started_at) <= _t(p["drafted_at"]) and _t(p["ready_at"]) <= _t(t.ended_at):
+            if stamp(t.started_at) <= stamp(p["drafted_at"]) and stamp(p["ready_at"]) <= stamp(t.ended_at):
                 inside.append((rec.iteration, t.iteration))
     # At least one LLM call (2 s each) lay wholly inside an earlier trial's run: the slot did not wait.
     assert inside, [r.payload["parallel"] for r in view.iterations]
