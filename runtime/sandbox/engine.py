@@ -10,7 +10,7 @@ import os
 import time
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.sandbox.hardening import LABEL_OWNER, LABEL_ROLE
@@ -59,6 +59,15 @@ def remove_labeled(client: docker.DockerClient, labels: list[str]) -> None:
             c.remove(force=True)
         except NotFound:
             pass
+        except APIError as exc:
+            _gone_or_going(exc)
+
+
+def _gone_or_going(exc: APIError) -> None:
+    """Another process sweeping the same orphan (parallel slots, other runs on one daemon) makes
+    the engine answer 409 "removal already in progress": the container goes either way."""
+    if exc.status_code != 409:
+        raise exc
 
 
 def sweep_orphans(client: docker.DockerClient) -> list[str]:
@@ -73,6 +82,8 @@ def sweep_orphans(client: docker.DockerClient) -> list[str]:
             removed.append(c.name)
         except NotFound:
             pass
+        except APIError as exc:
+            _gone_or_going(exc)
     if removed:
         get_logger().info("swept_orphans", containers=removed)
     return removed
