@@ -31,6 +31,12 @@ POLL_S = 0.5
 LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+def _secret(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(("BILEVEL_LLM_", "OPENAI_")) or any(w in upper for w in ("KEY", "TOKEN", "SECRET",
+                                                                                    "PASSWORD"))
+
+
 class RayUnavailable(RuntimeError):
     """Ray is not installed or no cluster answers; the message says how to fix it."""
 
@@ -71,6 +77,10 @@ class RayBackend:
         if address is None:
             os.environ.update(LOCAL_ENV)
         ray = import_ray()
+        # Invariant 1: API keys live only in the orchestrator. A local instance's raylet, and every
+        # worker it forks, inherit the environment of this process as it is at `ray.init`: so the
+        # secrets are out of it for that moment (the LLM client has read them already).
+        secrets = {k: os.environ.pop(k) for k in list(os.environ) if _secret(k)}
         try:
             if address is None:
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
@@ -79,6 +89,8 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as exc:  # Ray raises several kinds; all mean the same to the user
             raise RayUnavailable(f"no Ray cluster at {address or 'a local instance'}: {exc}"[:500]) from None
+        finally:
+            os.environ.update(secrets)
         return ray
 
     def close(self) -> None:

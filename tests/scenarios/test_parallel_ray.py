@@ -58,11 +58,14 @@ def test_a_killed_ray_worker_is_an_infra_failure_rerun_and_its_container_is_gone
     run = tmp_path / "run"
     args = [*BILEVEL, "run", "--iterations", "2", "--budget", "1", "--levels", "1", "--executor", "ray",
             "--policy", str(one_cpu_policy), "--run-dir", str(run)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "BILEVEL_LLM_API_KEY": "sk-test-SECRET-ray"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     container = _running_container(docker_client, run, proc)
     # The container's owner label names the Ray worker that started it: kill that worker.
     worker_pid = int(container.labels["bilevel.owner"].rsplit(":", 1)[1])
     assert worker_pid != proc.pid
+    # Invariant 1: the orchestrator's secrets did not reach the Ray worker's environment.
+    assert b"sk-test-SECRET-ray" not in Path(f"/proc/{worker_pid}/environ").read_bytes()
     os.kill(worker_pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
