@@ -39,18 +39,33 @@ def test_two_slots_through_ray_run_at_once_and_end_with_the_trial_budget(tmp_pat
 
 
 def _running_container(docker_client, run: Path, proc, timeout=300):
+    """A proposal trial container of THIS run (filtered by its run id: the daemon is shared)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        for c in docker_client.containers.list(filters={"label": "bilevel.role=trial"}):
-            trial = c.labels.get("bilevel.trial", "")
-            if (run / "journal.db").exists() and trial.isdigit():
+        run_id = None
+        if (run / "journal.db").exists():
+            with Journal.open_readonly(run) as j:
+                row = j.run()
+                run_id = row["run_id"] if row else None
+        if run_id:
+            for c in docker_client.containers.list(filters={"label": f"bilevel.run={run_id}"}):
                 with Journal.open_readonly(run) as j:
-                    row = j.trial(int(trial))
-                if row and row["kind"] == "proposal" and c.labels.get("bilevel.run", "").startswith("run-"):
+                    trial = j.trial(int(c.labels["bilevel.trial"]))
+                if trial and trial["kind"] == "proposal":
                     return c
         time.sleep(0.3)
     raise AssertionError("no proposal trial container started in time")
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `pid` is a descendant of `ancestor` (never kill a process this test did not start)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return False
 
 
 def test_a_killed_ray_worker_is_an_infra_failure_rerun_and_its_container_is_gone(tmp_path, one_cpu_policy,
@@ -63,7 +78,7 @@ def test_a_killed_ray_worker_is_an_infra_failure_rerun_and_its_container_is_gone
     container = _running_container(docker_client, run, proc)
     # The container's owner label names the Ray worker that started it: kill that worker.
     worker_pid = int(container.labels["bilevel.owner"].rsplit(":", 1)[1])
-    assert worker_pid != proc.pid
+    assert worker_pid != proc.pid and _descends_from(worker_pid, proc.pid)   # a worker of this run's Ray
     # Invariant 1: the orchestrator's secrets did not reach the Ray worker's environment.
     assert b"sk-test-SECRET-ray" not in Path(f"/proc/{worker_pid}/environ").read_bytes()
     os.kill(worker_pid, signal.SIGKILL)
