@@ -85,7 +85,8 @@ class TrialRunner:
     def check_fits(self) -> None:
         """No trial starts that cannot finish before the deadline, or past the GPU-hours budget."""
         self.budgets.check_trial_fits()
-        self.budgets.check_gpu_hours(RunView.read(self.journal).gpu_hours)
+        if self.cfg.max_gpu_hours is not None:  # reads the journal: only when there is a cap
+            self.budgets.check_gpu_hours(RunView.read(self.journal).gpu_hours)
 
     # ---- one attempt in three steps: begin and settle on the journal's thread, execute anywhere --
 
