@@ -39,6 +39,8 @@ class LoopState:
     frozen: list[str] = field(default_factory=list)
     guidance: str = ""
     iteration: int = 0
+    # Trials in flight (parallel slots): {iteration, changes, config, hypothesis, status: "running"}.
+    pending: list[dict] = field(default_factory=list)
 
     def view(self) -> dict:
         """The read-only snapshot mechanisms see: plain JSON."""
@@ -52,6 +54,7 @@ class LoopState:
                       for n, p in self.space.items()},
             "active": list(self.active),
             "frozen": list(self.frozen),
+            "pending": [dict(p) for p in self.pending],
         }
 
 
@@ -64,6 +67,8 @@ class Step:
     run_trial: Callable[[dict, str], dict]                  # (config, hypothesis) -> result dict
     offline: OfflineProposer
     mode: str = "strict"
+    # A candidate's full config -> why it is refused (in flight, or already run), else None.
+    refuse: Callable[[dict], str | None] | None = None
 
 
 def _sections(outputs: list[tuple[str, Any]]) -> list[dict]:
@@ -87,16 +92,38 @@ def _with_source(cand: dict, before: list[dict], reviewer: str) -> dict:
     return {**_contract(cand), "source": reviewer}
 
 
-def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dict, dict, list]:
-    """Gather candidates, let mechanisms review them, enforce constraints, pick one."""
+def gather(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[list[dict], dict]:
+    """The mechanisms' prompt sections and merged constraints: what a proposal is drafted with."""
     sections = _sections(step.mechs.call_all("context", view))
     for s in sections:
         effects.setdefault(s["title"].split(":")[0], {}).setdefault("sections", []).append(s["title"])
     cons = step.mechs.call_all("constraints", view)
     for name, c in cons:
         effects.setdefault(name, {})["constraints"] = c
-    merged = merge_constraints(cons)
+    return sections, merge_constraints(cons)
+
+
+def _check(cand: dict, state: LoopState, step: Step, merged: dict) -> tuple[dict | None, str]:
+    """A candidate's checked changes, or None and why: the space, the constraints, then `refuse`."""
+    values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+    if values is not None and step.refuse is not None:
+        refused = step.refuse({**state.incumbent, **values})
+        if refused:
+            return None, refused
+    return values, why
+
+
+def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dict, dict, list]:
+    """Gather candidates, let mechanisms review them, enforce constraints, pick one."""
+    sections, merged = gather(state, step, view, effects)
     proposal = step.propose(state, sections)
+    chosen, rejected = pick(state, step, view, effects, merged, proposal)
+    return chosen, merged, rejected
+
+
+def pick(state: LoopState, step: Step, view: dict, effects: dict, merged: dict,
+         proposal: dict | None) -> tuple[dict, list]:
+    """The proposal and the mechanisms' suggestions, reviewed and checked: the one to run."""
     suggestions = []
     for name, cands in step.mechs.call_all("suggest", view):
         for c in cands:
@@ -108,7 +135,7 @@ def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dic
     candidates = []
     for cand in suggestions + own if state.iteration % 2 else own + suggestions:
         # Only valid candidates, in the contract's shape, go on to the reviewers.
-        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        values, why = _check(cand, state, step, merged)
         if values is None:
             rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
         else:
@@ -119,16 +146,16 @@ def choose(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[dic
             effects.setdefault(name, {})["reviewed"] = {"in": len(candidates), "out": len(kept)}
         candidates = [_with_source(c, candidates, name) for c in kept]
     for cand in candidates:  # again: a reviewer may have changed them
-        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        values, why = _check(cand, state, step, merged)
         if values is not None:
             return {"changes": values, "hypothesis": str(cand.get("hypothesis", ""))[:500],
-                    "source": cand.get("source", "proposer")}, merged, rejected
+                    "source": cand.get("source", "proposer")}, rejected
         rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
     for _ in range(50):   # every candidate was refused: a constrained offline step
         cand = step.offline.propose(state.incumbent, state.active, state.history)
-        values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+        values, why = _check(cand, state, step, merged)
         if values is not None:
-            return {**cand, "changes": values, "source": "fallback"}, merged, rejected
+            return {**cand, "changes": values, "source": "fallback"}, rejected
     raise RuntimeError("no candidate satisfies the constraints and the search space")
 
 
@@ -146,6 +173,17 @@ def iterate(state: LoopState, step: Step, chosen: dict | None = None) -> dict:
         chosen, _merged, rejected = choose(state, step, view, effects)
     config = {**state.incumbent, **chosen["changes"]}
     result = step.run_trial(config, chosen["hypothesis"])
+    return conclude(state, step, iteration=state.iteration, chosen=chosen, config=config, result=result,
+                    view=view, effects=effects, rejected=rejected)
+
+
+def conclude(state: LoopState, step: Step, *, iteration: int, chosen: dict, config: dict, result: dict,
+             view: dict, effects: dict, rejected: list) -> dict:
+    """Decide a finished trial against the best at this moment, tell the mechanisms, record it.
+
+    With parallel slots this runs as each trial finishes, so a trial is kept when it beats the
+    best known when it ends (not when it was drafted); the incumbent becomes its whole config.
+    """
     votes = step.mechs.call_all("accept", result, view)
     for name, v in votes:
         if v is not None:
@@ -161,7 +199,7 @@ def iterate(state: LoopState, step: Step, chosen: dict | None = None) -> dict:
         verdict, why = ("keep", f"confirmed by a repeat (mean {mean:.4f})") if confirmed else (
             "discard", f"not confirmed by a repeat (mean {mean:.4f})")
     record = {
-        "iteration": state.iteration,
+        "iteration": iteration,
         "trial_id": result.get("trial_id"),
         "changes": chosen["changes"],
         "config": config,

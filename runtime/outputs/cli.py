@@ -15,6 +15,7 @@ from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.policy import PolicyError, load
 from bilevel.runtime.sandbox import doctor, engine, executor, images
 from bilevel.runtime.sandbox.images import ImageError
+from bilevel.runtime.sandbox.ray_backend import RayUnavailable
 
 # The run loop, its LLM client, the report (matplotlib) and the mechanism tools are imported
 # by the commands that use them, so that `bilevel trial` and `bilevel doctor` start quickly.
@@ -31,6 +32,10 @@ def cmd_images_build(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     text, code = doctor.report(doctor.run_checks(args.policy))
     print(text)
+    if args.executor == "ray":
+        ray_text, ray_code = doctor.ray_report(args.ray_address)
+        print(ray_text)
+        code = code or ray_code
     return code
 
 
@@ -94,7 +99,8 @@ def _run_config(args: argparse.Namespace):
         research_every=args.research_every, baseline_repeats=args.baseline_repeats
         or (3 if args.acceptance == "noise-aware" else 1),
         seed=args.seed, llm_base_url=args.llm_base_url, offline_fallback=args.offline_fallback,
-        policy=args.policy,
+        policy=args.policy, parallel=args.parallel, max_gpu_hours=args.max_gpu_hours,
+        executor=args.executor, ray_address=args.ray_address,
     )
     cfg.validate()
     cfg.bind(task)
@@ -119,7 +125,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     with Journal.open_readonly(run_dir) as journal:
         old = dict(RunView.read(journal).config)
     old.pop("deadline", None)
-    for key in ("hours", "iterations", "max_tokens", "max_usd"):
+    for key in ("hours", "iterations", "max_tokens", "max_usd", "max_gpu_hours"):
         if getattr(args, key) is not None:
             old[key] = getattr(args, key)
     return execute(RunConfig(**old), run_dir)
@@ -204,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="check the daemon, images, GPUs and policy")
     d.add_argument("--policy")
+    d.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="ray: also report the Ray cluster (nodes, CPUs, GPUs, a Docker daemon per node)")
+    d.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
     d.set_defaults(func=cmd_doctor)
 
     img = sub.add_parser("images", help="build the sandbox images").add_subparsers(
@@ -237,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hours", type=float, help="wall-clock deadline of the run")
     r.add_argument("--max-tokens", type=int)
     r.add_argument("--max-usd", type=float)
+    r.add_argument("--parallel", type=int, help="trials at once, each on its own CPUs/GPUs (default: the policy's)")
+    r.add_argument("--max-gpu-hours", type=float, help="GPU-hours budget: each trial's GPUs x wall time")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="ray: one Ray task per trial, the same hardened container on the node's own daemon")
+    r.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
     r.add_argument("--acceptance", default="strict", choices=["strict", "noise-aware"])
     r.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
     r.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")
@@ -250,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="continue a run")
     rs.add_argument("run")
-    for flag, typ in (("--hours", float), ("--iterations", int), ("--max-tokens", int), ("--max-usd", float)):
+    for flag, typ in (("--hours", float), ("--iterations", int), ("--max-tokens", int), ("--max-usd", float),
+                      ("--max-gpu-hours", float)):
         rs.add_argument(flag, type=typ, help="may only grow")
     rs.set_defaults(func=cmd_resume)
 
@@ -291,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _terminate)
     try:
         return args.func(args)
-    except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError) as exc:
+    except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError, RayUnavailable) as exc:
         print(f"bilevel: {exc}", file=sys.stderr)
         return 2
 

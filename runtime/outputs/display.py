@@ -39,6 +39,7 @@ def snapshot(progress: Progress) -> dict:
     return {
         "run_id": view.run.run_id if view.run else None, "iteration": progress.iteration,
         "iterations": progress.iterations, "trial": progress.trial,
+        "slots": list(progress.slots), "waiting": progress.waiting,
         "best": {"val_bpb": best.val_bpb, "seq": best.seq} if best else None,
         "baseline": view.baseline_val_bpb, "budgets": progress.budgets,
         "mechanisms": [{"name": m.name, "state": m.state.value, "calls": dict(m.calls)} for m in view.mechanisms],
@@ -192,8 +193,23 @@ class LiveDisplay:
         title = (f"bilevel run {snap.get('run_id', '…')} · "
                  f"iteration {snap.get('iteration', 0)}/{snap.get('iterations', '?')}")
         gap = Text("")
-        return Panel(Group(self._trial_view(snap), self._summary_view(snap, age), gap, self._mechanism_view(snap),
+        top = self._slots_view(snap) if snap.get("slots") or snap.get("waiting") else self._trial_view(snap)
+        return Panel(Group(top, self._summary_view(snap, age), gap, self._mechanism_view(snap),
                            gap, self._recent_view(snap)), title=title, border_style="cyan")
+
+    def _slots_view(self, snap: dict) -> Any:
+        """Parallel slots: one row per busy slot (its trial, elapsed against budget, its CPUs or
+        GPUs), then what the orchestrator waits for (an LLM round, a Level 2 session, trials)."""
+        grid = Table.grid(padding=(0, 2))
+        for trial in snap.get("slots") or []:
+            started = trial.get("started_monotonic")
+            elapsed = time.monotonic() - started if started is not None else 0.0
+            grid.add_row(Text(f"slot {trial.get('slot')}", style="bold"), Text(f"trial {trial.get('seq')}"),
+                         Text(f"{_fmt_secs(elapsed)} / {_fmt_secs(trial.get('budget_s'))}"),
+                         Text(_short(trial.get("share", ""), 40), style="dim"),
+                         Text(_fmt_changes(trial.get("changes"), 60), style="dim"))
+        waiting = snap.get("waiting")
+        return Group(grid, Text(f"waiting for {_short(waiting, 80)}" if waiting else "", style="yellow"))
 
     def _trial_view(self, snap: dict) -> Any:
         trial = snap.get("trial")

@@ -4,6 +4,7 @@ mechanism activations, drawn from a `RunView`; and the one atomic figure writer.
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bilevel.runtime.files import atomic_write
@@ -173,3 +174,45 @@ def _frame(ax, view: RunView) -> None:
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=6, frameon=False)
+
+
+STATUS_COLORS = {"ok": "tab:green", "crash": "tab:red", "timeout": "tab:orange", "oom": "tab:purple",
+                 "invalid": "tab:brown", "interrupted": "tab:gray", "infra": "black", "running": "tab:cyan"}
+
+
+def _seconds(stamp: str | None, origin: datetime) -> float | None:
+    return None if not stamp else (datetime.fromisoformat(stamp) - origin).total_seconds()
+
+
+def plot_slots(view: RunView, path: Path) -> Path:
+    """`slots.png`: one row per parallel slot, one bar per attempt (start to end), coloured by outcome."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    slots = view.slots()
+    starts = [a["started_at"] for s in slots for a in s["attempts"]]
+    origin = datetime.fromisoformat(min(starts)) if starts else datetime.now(UTC)
+    now = (datetime.now(UTC) - origin).total_seconds()
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(12, 1.6 + 0.9 * max(len(slots), 1)), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        seen = set()
+        for row, s in enumerate(slots):
+            for a in s["attempts"]:
+                x0 = _seconds(a["started_at"], origin)
+                x1 = _seconds(a["ended_at"], origin)
+                width = max((now if x1 is None else x1) - x0, 0.1)
+                ax.barh(row, width, left=x0, height=0.6, color=STATUS_COLORS.get(a["status"], "tab:gray"),
+                        edgecolor="white")
+                ax.text(x0 + width / 2, row, str(a["seq"]), ha="center", va="center", fontsize=9, color="white")
+                seen.add(a["status"])
+        ax.set_yticks(range(len(slots)), [f"slot {s['slot']}" for s in slots])
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds since the first trial started")
+        ax.set_title(f"slots · {title(view)}", fontsize=11)
+        ax.legend(handles=[Patch(color=STATUS_COLORS[k], label=k) for k in STATUS_COLORS if k in seen],
+                  loc="upper right", fontsize=9)
+        return save_figure(fig, path)

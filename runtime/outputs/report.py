@@ -20,7 +20,7 @@ from bilevel.runtime.files import atomic_write
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.logs import get_logger
-from bilevel.runtime.outputs.plot import is_offline, levels_of, plot_progress
+from bilevel.runtime.outputs.plot import is_offline, levels_of, plot_progress, plot_slots
 from bilevel.runtime.outputs.text import bpb, cell, changes_text, one_line
 from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.vocabulary import MechanismOrigin, MechanismState
@@ -283,9 +283,21 @@ def _failures(view: RunView, journal: Journal, run_arg: str) -> list[str]:
     return out
 
 
+def _slot_timeline(view: RunView) -> list[str]:
+    """Parallel runs only: the slots' timeline figure and how busy each slot was."""
+    slots = view.slots()
+    if len(slots) < 2:
+        return []
+    out = ["", "## Slots", "", "| slot | CPUs | GPUs | attempts |", "|---|---|---|---|"]
+    for s in slots:
+        gpus = "—" if s["gpus"] is None else ",".join(map(str, s["gpus"])) or "all"
+        out.append(f"| {s['slot']} | {s['cpuset'] or s['cpus']} | {gpus} | {s['trials']} |")
+    return out + ["", "![slot timeline](slots.png)"]
+
+
 def report_markdown(view: RunView, journal: Journal, run_arg: str) -> str:
     """The whole report.md text; `run_arg` is how replay commands name the run directory."""
-    lines = (_header(view, run_arg) + _results(view) + _mechanism_table(view) + _llm_table(view)
+    lines = (_header(view, run_arg) + _results(view) + _slot_timeline(view) + _mechanism_table(view) + _llm_table(view)
              + _decisions(view) + _failures(view, journal, run_arg) + _trial_table(view))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written {stamp} from the run's journal by `bilevel report`._", ""]
@@ -300,6 +312,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
         view = RunView.read(journal)
         paths = {"results.tsv": write_results(run_dir, view),
                  "progress.png": plot_progress(view, run_dir / "progress.png"),
+                 **({"slots.png": plot_slots(view, run_dir / "slots.png")} if len(view.slots()) > 1 else {}),
                  "report.md": atomic_write(run_dir / "report.md", report_markdown(view, journal, run_arg))}
     get_logger(run_id=view.run.run_id if view.run else None).info("report.written", files=sorted(paths))
     return paths

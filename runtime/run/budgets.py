@@ -61,6 +61,12 @@ class Budgets:
         if self.controls.stop_requested.is_set():
             raise Stop(RunState.STOPPED, "stop requested (signal)")
 
+    def check_gpu_hours(self, used: float) -> None:
+        """`--max-gpu-hours`: counted from each trial's GPUs x wall time (`RunView.gpu_hours`)."""
+        cap = self.cfg.max_gpu_hours
+        if cap is not None and used >= cap:
+            raise Stop(RunState.FINISHED, f"GPU-hours budget spent: {used:.3f} of {cap:g}")
+
     def llm_budget(self, used: dict) -> Budget:
         """What the LLM client may still spend, given what the journal says was spent."""
         return Budget(

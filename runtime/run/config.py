@@ -54,6 +54,14 @@ class RunConfig:
     repo: str | None = None
     cache: str | None = None
     task_files: dict[str, str] = field(default_factory=dict)
+    # Trials at once (`--parallel N`; None: the policy's `trial.parallel`), and a GPU-hours budget
+    # (each trial's GPUs x wall time). Stored only when set, so earlier runs' configs stay as they were.
+    parallel: int | None = None
+    max_gpu_hours: float | None = None
+    # Where trials run: "local" (this host's daemon) or "ray" (a Ray task per trial, on the node's
+    # daemon); `ray_address` None starts a local single-node instance on 127.0.0.1.
+    executor: str = "local"
+    ray_address: str | None = None
 
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
@@ -61,6 +69,11 @@ class RunConfig:
         for key in ("repo", "cache", "task_files"):
             if not d[key]:
                 del d[key]
+        for key in ("parallel", "max_gpu_hours", "ray_address"):
+            if d[key] is None:
+                del d[key]
+        if d["executor"] == "local":
+            del d["executor"]
         return d
 
     def bind(self, task: tasks.Task) -> tasks.Task:
@@ -88,11 +101,18 @@ class RunConfig:
             raise ValueError("--iterations must be at least 0")
         if self.budget <= 0:
             raise ValueError("--budget must be positive")
+        if self.parallel is not None and self.parallel < 1:
+            raise ValueError("--parallel must be at least 1")
+        if self.executor not in ("local", "ray"):
+            raise ValueError("--executor must be local or ray")
+        if self.max_gpu_hours is not None and self.max_gpu_hours <= 0:
+            raise ValueError("--max-gpu-hours must be positive")
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""
         keep = {k: v for k, v in self.to_dict().items()
-                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback")}
+                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback", "max_gpu_hours",
+                             "executor", "ray_address")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -148,6 +168,9 @@ RESUME_RULES: dict[str, str] = {
     "max_trials": "may_increase",
     "max_tokens": "may_increase",
     "max_usd": "may_increase",
+    "max_gpu_hours": "may_increase",
+    "executor": "may_change",       # where trials run changes no result
+    "ray_address": "may_change",
 }
 
 

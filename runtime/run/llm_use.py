@@ -8,6 +8,8 @@ caller falls back to its offline rule.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
 
 from bilevel.runtime.journal.store import Journal
@@ -24,6 +26,9 @@ class RunLLM:
                  iteration: Callable[[], int | None]) -> None:
         self.cfg, self.journal, self.log, self.iteration = cfg, journal, log, iteration
         self.client: LLMClient | None = None
+        # The journal has one writer, the main thread: a call made in a worker thread (a proposal
+        # drafted while trials run) leaves its journal writes here, and the main thread `drain`s them.
+        self._writes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         if cfg.llm != "offline":
             config = LLMConfig.from_env(base_url=cfg.llm_base_url, model=cfg.llm)
             self.client = LLMClient(config, budgets.llm_budget(journal.llm_totals()), on_call=self._record,
@@ -33,14 +38,31 @@ class RunLLM:
     def online(self) -> bool:
         return self.client is not None
 
+    def _write(self, write: Callable[[], None]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.drain()
+            write()
+        else:
+            self._writes.put(write)
+
+    def drain(self) -> None:
+        """Journal, on the main thread and in order, what calls made in worker threads recorded."""
+        while True:
+            try:
+                write = self._writes.get_nowait()
+            except queue.Empty:
+                return
+            write()
+
     def _record(self, rec: dict) -> None:
-        self.journal.record_llm_call(
+        iteration = self.iteration()
+        self._write(lambda: self.journal.record_llm_call(
             level=rec["level"], purpose=rec["purpose"], model=rec["model"], outcome=rec["outcome"],
             prompt_sha256=rec.get("prompt_sha256"), tokens_in=rec.get("tokens_in", 0),
             tokens_out=rec.get("tokens_out", 0), usd=rec.get("usd", 0.0),
             latency_s=rec.get("latency_s"), attempts=rec.get("attempts"), error=rec.get("error"),
-            iteration=self.iteration(),
-        )
+            iteration=iteration,
+        ))
 
     def chat_json(self, messages: list[dict], level: str, purpose: str) -> dict | None:
         """A JSON answer, or None (offline, or the LLM failed): the caller falls back."""
@@ -49,7 +71,8 @@ class RunLLM:
         try:
             return self.client.chat_json(messages, level=level, purpose=purpose)
         except BudgetExceeded as exc:
-            self.journal.event("llm_budget_exhausted", {"reason": exc.reason})
+            reason = exc.reason
+            self._write(lambda: self.journal.event("llm_budget_exhausted", {"reason": reason}))
             if self.cfg.offline_fallback:
                 self.log.warning("llm_budget_exhausted_fallback_offline", reason=exc.reason)
                 self.client = None

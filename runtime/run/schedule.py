@@ -35,6 +35,8 @@ from bilevel.runtime.run.budgets import Budgets, Controls, Stop
 from bilevel.runtime.run.config import RunConfig, config_for, nothing_to_do
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
+from bilevel.runtime.run.parallel import ParallelLoop
+from bilevel.runtime.run.slots import Slot, available_cpus, plan
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
 from bilevel.runtime.vocabulary import Level, RunState, TrialKind
@@ -49,6 +51,8 @@ class Progress:
     iterations: int
     budgets: dict                     # time, tokens and USD left
     trial: dict | None = None         # the attempt whose container is starting, if that is the step
+    slots: tuple[dict, ...] = ()      # parallel slots: each busy slot's attempt (as `trial`), by slot
+    waiting: str | None = None        # parallel slots: what the orchestrator waits for now
 
 
 Observer = Callable[[Progress], None]
@@ -65,8 +69,8 @@ def loop_state(view: RunView, task: tasks.Task, cfg: RunConfig) -> LoopState:
                       baseline=vals[0] if vals else float("inf"),
                       noise=noise_floor(vals) if cfg.noise is None else cfg.noise,
                       active=sorted(task.space))
-    for rec in view.iterations:
-        state.iteration = rec.iteration
+    for rec in view.iterations:  # in decision order; with parallel slots not in iteration order
+        state.iteration = max(state.iteration, rec.iteration)
         if rec.kept:
             state.incumbent = rec.config
         state.history.append(rec.history_entry())
@@ -90,13 +94,19 @@ class Schedule:
     state: LoopState
     log: object
     observers: Sequence[Observer] = field(default_factory=tuple)
+    slots: Sequence[Slot] = ()        # more than one: `ParallelLoop` runs the iterations
+    live: dict[int, dict] = field(default_factory=dict)   # slot -> its running attempt (parallel)
+    waiting: str | None = None
 
     def progress(self, trial: dict | None = None) -> None:
+        if trial is not None and len(self.slots) > 1:
+            self.live[trial.get("slot", 0)] = trial
         if not self.observers:
             return
         view = RunView.read(self.journal)
+        live = tuple(self.live[k] for k in sorted(self.live)) if len(self.slots) > 1 else ()
         p = Progress(view=view, iteration=self.state.iteration, iterations=self.cfg.iterations,
-                     budgets=self.budgets.left(view.llm_totals), trial=trial)
+                     budgets=self.budgets.left(view.llm_totals), trial=trial, slots=live, waiting=self.waiting)
         for observe in self.observers:
             observe(p)
 
@@ -105,7 +115,7 @@ class Schedule:
             return self.offline.propose(state.incumbent, state.active, state.history)
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
-                                 guidance=state.guidance, fence=fence)
+                                 guidance=state.guidance, fence=fence, pending=state.pending)
         return self.llm.chat_json(msgs, Level.INNER, "propose")
 
     def rebuild_state(self) -> None:
@@ -117,10 +127,11 @@ class Schedule:
             done = [t for t in view.finished if t.is_baseline]
             pending = [t for t in view.to_rerun if t.is_baseline]
             defaults = self.trials.defaults
+            slot = self.slots[0] if self.slots else None
             for t in pending:
-                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, seq=t.seq)
+                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, seq=t.seq, slot=slot)
             for _ in range(self.cfg.baseline_repeats - len(done) - len(pending)):
-                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0)
+                self.trials.run(defaults, "baseline", kind=TrialKind.BASELINE, iteration=0, slot=slot)
         self.rebuild_state()
         self.progress()
         if self.cfg.baseline_val_bpb is None and self.state.baseline == float("inf"):
@@ -171,6 +182,8 @@ class Schedule:
 
     def loop(self) -> None:
         self.baseline()
+        if len(self.slots) > 1:
+            ParallelLoop(self, list(self.slots)).run()
         self.resume_iteration()
         while self.state.iteration < self.cfg.iterations:
             self.outer_levels(RunView.read(self.journal))
@@ -186,6 +199,8 @@ class Run:
                  task: tasks.Task | None = None) -> None:
         self.cfg, self.dir, self.policy = cfg, run_dir, policy
         self.task = task  # loaded and bound by the caller (`cfg.load_task()`), else loaded here
+        # Checked before the journal opens: a --parallel the machine cannot share out is refused.
+        self.slots = plan(policy, cfg.parallel or int(policy.trial["parallel"]), cluster=cfg.executor == "ray")
         self.observers = tuple(observers)
         self.controls = Controls()
 
@@ -226,6 +241,7 @@ class Run:
         interrupted = journal.mark_running_trials_interrupted()
         mechs = None
         schedule = None
+        backend = None
         try:
             client = engine.connect()
             engine.sweep_orphans(client)
@@ -233,6 +249,7 @@ class Run:
             budgets = Budgets(self.cfg, config, self.policy, self.controls)
             mechs = RunMechanisms(client, self.policy, journal, run_id, self.cfg.seed)
             schedule = self.build(journal, run_id, log, client, task, budgets, mechs)
+            backend = schedule.trials.backend = self._backend()
             mechs.restore()
             log.info("run_start", interrupted=interrupted, llm=self.cfg.llm, levels=self.cfg.levels)
             schedule.loop()
@@ -248,9 +265,19 @@ class Run:
         finally:
             if mechs is not None:
                 mechs.close()
+            if backend is not None:
+                backend.close()
             self._last_word(journal, schedule)
             journal.close()
         return 0
+
+    def _backend(self):
+        """`--executor ray`: the Ray backend (a local instance on 127.0.0.1 without --ray-address)."""
+        if self.cfg.executor != "ray":
+            return None
+        from bilevel.runtime.sandbox.ray_backend import RayBackend
+
+        return RayBackend(self.cfg.ray_address, num_cpus=len(available_cpus()))
 
     def _last_word(self, journal: Journal, schedule: Schedule | None) -> None:
         """However the run ended, the observers (results.tsv, the display) see its final journal."""
@@ -280,7 +307,7 @@ class Run:
         schedule = Schedule(cfg=self.cfg, journal=journal, budgets=budgets, trials=trials, llm=llm, mechs=mechs,
                             offline=OfflineProposer(task.space, self.cfg.seed + len(journal.trials())),
                             state=loop_state(RunView.read(journal), task, self.cfg), log=log,
-                            observers=self.observers)
+                            observers=self.observers, slots=self.slots)
         holder.append(schedule)
         return schedule
 

@@ -11,17 +11,43 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bilevel.inner import edits, tasks
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import SLOT_EVENT, RunView
 from bilevel.runtime.policy import Policy
+from bilevel.runtime.run import slots
 from bilevel.runtime.run.budgets import Budgets, Controls, Stop
 from bilevel.runtime.run.config import RunConfig
+from bilevel.runtime.run.slots import Slot
 from bilevel.runtime.sandbox import engine, executor
 from bilevel.runtime.vocabulary import RunState, TrialStatus
 
 INFRA_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Started:
+    """An attempt journaled as running, with what its container needs."""
+
+    tid: int
+    seq: int
+    config: dict
+    hypothesis: str
+    kind: str
+    iteration: int
+    script: str
+    slot: Slot
+    work: Path
+
+
+def gpu_count(slot: Slot) -> int:
+    """GPUs a slot's trial holds, for the GPU-hours budget: `()` is every GPU of the host."""
+    if slot.gpus is None:
+        return 0
+    return len(slot.gpus) or len(slots.host_gpu_ids())
 
 
 class TrialRunner:
@@ -35,45 +61,84 @@ class TrialRunner:
         self.budgets, self.controls, self.client, self.on_start = budgets, controls, client, on_start
         self.defaults = task.defaults()
         self.trial_inputs = task.trial_inputs()
+        self.default_slot = slots.plan(policy, 1)[0]
+        self.backend = None   # `--executor ray`: a `RayBackend`, whose `run_trial` is the executor's
+        self._local = threading.local()
 
-    def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None) -> dict:
+    def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
+            slot: Slot | None = None) -> dict:
         """Run one trial with `config` (the task's constants); returns what the loop needs of it."""
+        self.check_fits()
+        for _attempt in range(INFRA_ATTEMPTS):
+            started = self.begin(config, hypothesis, kind=kind, iteration=iteration, seq=seq, slot=slot)
+            seq = started.seq
+            timer = self._deadline_timer()
+            try:
+                result = self.settle(started, self.execute(started))
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if result is not None:
+                return result
+        raise Stop(RunState.FAILED, f"the Docker engine failed {INFRA_ATTEMPTS} times in a row; see the log")
+
+    def check_fits(self) -> None:
+        """No trial starts that cannot finish before the deadline, or past the GPU-hours budget."""
         self.budgets.check_trial_fits()
+        if self.cfg.max_gpu_hours is not None:  # reads the journal: only when there is a cap
+            self.budgets.check_gpu_hours(RunView.read(self.journal).gpu_hours)
+
+    # ---- one attempt in three steps: begin and settle on the journal's thread, execute anywhere --
+
+    def begin(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
+              slot: Slot | None = None) -> Started:
+        """Journal the attempt as running (before its container exists) and tell `on_start`."""
         values = {**config, **self.task.runtime_values(budget=self.cfg.budget, seed=self.cfg.seed)}
         script = edits.apply(self.task.source(), values)
         sha = self.journal.artifacts.put(script)  # content-addressed: the ref is the script's sha256
         changes = {k: v for k, v in config.items() if self.defaults.get(k) != v}
-        for _attempt in range(INFRA_ATTEMPTS):
-            tid = self.journal.start_trial(iteration=iteration, kind=kind, changes=changes,
-                                           hypothesis=hypothesis, script_sha=sha, seq=seq)
-            seq = self.journal.trial(tid)["seq"]
-            self.on_start({"seq": seq, "started_monotonic": time.monotonic(), "budget_s": self.cfg.budget,
-                           "deadline_s": self.cfg.budget + float(self.policy.trial["grace_s"]),
-                           "changes": changes})
-            work = self.dir / "trials" / f"{seq:04d}-{tid}"
-            result = self._attempt(tid, script, work)
-            if result is None:
-                continue
-            return self._finish(tid, seq, result, work)
-        raise Stop(RunState.FAILED, f"the Docker engine failed {INFRA_ATTEMPTS} times in a row; see the log")
+        tid = self.journal.start_trial(iteration=iteration, kind=kind, changes=changes,
+                                       hypothesis=hypothesis, script_sha=sha, seq=seq)
+        seq = self.journal.trial(tid)["seq"]
+        slot = slot or self.default_slot
+        self.journal.event(SLOT_EVENT, {"trial_id": tid, "seq": seq, **slot.to_dict(),
+                                        "gpu_count": gpu_count(slot)})
+        self.on_start({"seq": seq, "started_monotonic": time.monotonic(), "budget_s": self.cfg.budget,
+                       "deadline_s": self.cfg.budget + float(self.policy.trial["grace_s"]),
+                       "changes": changes, "slot": slot.index, "share": slot.describe()})
+        return Started(tid=tid, seq=seq, config=dict(config), hypothesis=hypothesis, kind=kind,
+                       iteration=iteration, script=script, slot=slot,
+                       work=self.dir / "trials" / f"{seq:04d}-{tid}")
 
-    def _attempt(self, tid: int, script: str, work: Path) -> executor.TrialResult | None:
-        """One container run of the trial; None when the engine failed under it."""
-        timer = self._deadline_timer()
+    def execute(self, s: Started) -> executor.TrialResult | executor.InfraError:
+        """The container run of one attempt; touches no journal, so it may run in a worker thread."""
         try:
-            return executor.run_trial(
-                self.client, self.policy, script=script, budget_s=self.cfg.budget, work_dir=work,
-                **self.trial_inputs, trial_id=str(tid), run_id=self.run_id,
-                gpu=self.policy.gpu_ids() is not None, cancel=self.controls.cancel_trial,
+            run_trial = self.backend.run_trial if self.backend is not None else executor.run_trial
+            return run_trial(
+                self._client(), self.policy, script=s.script, budget_s=self.cfg.budget, work_dir=s.work,
+                **self.trial_inputs, trial_id=str(s.tid), run_id=self.run_id,
+                gpu=s.slot.gpus is not None, cancel=self.controls.cancel_trial,
+                cpuset=s.slot.cpuset, gpu_ids=s.slot.gpus or None,
             )
         except executor.InfraError as exc:
-            self.journal.finish_trial(tid, status=TrialStatus.INFRA, reason=str(exc)[:500])
-            self.log.warning("trial_infra_failure", trial_id=tid, error=str(exc)[:200])
-            self._recover_engine(tid)
+            return exc
+
+    def settle(self, s: Started, outcome: executor.TrialResult | executor.InfraError) -> dict | None:
+        """Journal how the attempt ended; None when the engine failed under it (run it again)."""
+        if isinstance(outcome, executor.InfraError):
+            self.journal.finish_trial(s.tid, status=TrialStatus.INFRA, reason=str(outcome)[:500])
+            self.log.warning("trial_infra_failure", trial_id=s.tid, error=str(outcome)[:200])
+            self._recover_engine(s.tid)
             return None
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return self._finish(s.tid, s.seq, outcome, s.work)
+
+    def _client(self):
+        """The main thread's client; a worker thread gets its own (one HTTP session per thread)."""
+        if threading.current_thread() is threading.main_thread():
+            return self.client
+        if getattr(self._local, "client", None) is None:
+            self._local.client = engine.connect()
+        return self._local.client
 
     def _deadline_timer(self) -> threading.Timer | None:
         """Near the deadline the policy decides: "kill" the running trial, or let it "finish"."""

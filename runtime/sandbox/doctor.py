@@ -87,3 +87,26 @@ def report(checks: list[Check]) -> tuple[str, int]:
     lines.append("doctor: all needed pieces are present" if not failed
                  else f"doctor: {failed} needed piece(s) missing")
     return "\n".join(lines), 1 if failed else 0
+
+
+def ray_report(address: str | None) -> tuple[str, int]:
+    """`bilevel doctor --executor ray`: the cluster Ray shows, and a Docker daemon on every node."""
+    from bilevel.runtime.sandbox.ray_backend import RayBackend, RayUnavailable
+
+    try:
+        backend = RayBackend(address)
+    except RayUnavailable as exc:
+        return f"[MISSING] ray: {exc}", 1
+    try:
+        nodes = backend.cluster()["nodes"]
+    finally:
+        backend.close()
+    lines = [f"[{'ok  ':>7}] ray: {len(nodes)} node(s), {sum(n['cpus'] for n in nodes):g} CPUs, "
+             f"{sum(n['gpus'] for n in nodes):g} GPUs"]
+    failed = 0
+    for n in nodes:
+        ok = n["docker"] is not None
+        failed += not ok
+        lines.append(f"[{'ok  ' if ok else 'MISSING':>7}] node {n['address']}: {n['cpus']:g} CPUs, {n['gpus']:g} GPUs, "
+                     + (f"Docker {n['docker']}" if ok else "no Docker daemon answers (run scripts/engine.sh there)"))
+    return "\n".join(lines), 1 if failed or not nodes else 0

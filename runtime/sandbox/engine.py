@@ -59,6 +59,15 @@ def remove_labeled(client: docker.DockerClient, labels: list[str]) -> None:
             c.remove(force=True)
         except NotFound:
             pass
+        except APIError as exc:
+            _gone_or_going(exc)
+
+
+def _gone_or_going(exc: APIError) -> None:
+    """Another process sweeping the same orphan (parallel slots, other runs on one daemon) makes
+    the engine answer 409 "removal already in progress": the container goes either way."""
+    if exc.status_code != 409:
+        raise exc
 
 
 def sweep_orphans(client: docker.DockerClient) -> list[str]:
@@ -76,8 +85,7 @@ def sweep_orphans(client: docker.DockerClient) -> list[str]:
         except NotFound:
             pass
         except APIError as exc:
-            if exc.status_code != 409:  # 409: another sweep is removing it already
-                raise
+            _gone_or_going(exc)
     if removed:
         get_logger().info("swept_orphans", containers=removed)
     return removed

@@ -176,11 +176,14 @@ def run_trial(
     run_id: str | None = None,
     gpu: bool = False,
     cancel: threading.Event | None = None,
+    cpuset: str | None = None,
+    gpu_ids: list[int] | tuple[int, ...] | None = None,
 ) -> TrialResult:
     """Run `script` (already edited, or untrusted in code mode) under the policy's limits.
 
     `ro_mounts` are the task's extra read-only (host path, sandbox path) pairs; a sandbox path
-    starting with `~/` is placed under the sandbox user's home (`sandbox_home`).
+    starting with `~/` is placed under the sandbox user's home (`sandbox_home`). `cpuset` and
+    `gpu_ids` are a parallel slot's share of the machine (`hardening.container_kwargs`).
     """
     trial_id = trial_id or new_trial_id()
     log = get_logger(run_id=run_id, trial_id=trial_id)
@@ -190,7 +193,7 @@ def run_trial(
     mounts, command = _mounts_and_command(client, policy, image, log, script_path=script_path, out_dir=out_dir,
                                           data_dir=data_dir, harness_lib=harness_lib, ro_mounts=ro_mounts)
     kwargs = hardening.container_kwargs(
-        policy, "trial", image.id, command, mounts=mounts, gpu=gpu,
+        policy, "trial", image.id, command, mounts=mounts, gpu=gpu, cpuset=cpuset, gpu_ids=gpu_ids,
         host_mounts=images.host_mounts(image),
         labels={hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id},
     )

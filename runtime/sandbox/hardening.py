@@ -38,8 +38,14 @@ def container_kwargs(
     gpu: bool = False,
     host_mounts: list[str] = (),
     stdin: bool = False,
+    cpuset: str | None = None,
+    gpu_ids: list[int] | tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon."""
+    """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon.
+
+    `cpuset` and `gpu_ids` are a parallel slot's share (`runtime/run/slots.py`): its own CPUs and
+    its own GPU ids in place of the policy's.
+    """
     limits = policy.trial if role == "trial" else policy.mechanism
     uid, gid = policy.user.split(":")
     tmpfs_mb = limits.get("tmpfs_mb", 16)
@@ -61,7 +67,7 @@ def container_kwargs(
         mem_limit=f"{limits['memory_mb']}m",
         memswap_limit=f"{limits['memory_mb']}m",
         pids_limit=int(limits["pids"]),
-        nano_cpus=int(float(limits["cpus"]) * 1e9),
+        nano_cpus=int(_cpu_limit(float(limits["cpus"]), cpuset) * 1e9),
         # Invariant 4: the engine's own log of the container is capped too.
         log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         # Invariant 4: an init process reaps whatever the sandboxed code forks.
@@ -77,22 +83,37 @@ def container_kwargs(
         stdin_open=stdin,
         detach=True,
     )
+    if cpuset is not None:
+        # Invariant 4: a CPU limit of the trial's own, disjoint from every other slot's: parallel
+        # trials are pinned to cores no other trial of the run may use, so none can starve another.
+        kwargs["cpuset_cpus"] = cpuset
     if role == "trial":
         # Invariant 4: no single file may outgrow the output cap, whatever the supervisor's
         # polling of the output folder's total misses between two looks.
         cap = int(limits["output_mb"]) * 2**20
         kwargs["ulimits"] = [Ulimit(name="fsize", soft=cap, hard=cap)]
     if gpu:
-        extra = gpu_kwargs(policy)
+        extra = gpu_kwargs(policy, gpu_ids)
         kwargs["mounts"] += extra.pop("mounts", [])
         kwargs["environment"].update(extra.pop("environment", {}))
         kwargs.update(extra)
     return kwargs
 
 
-def gpu_kwargs(policy: Policy) -> dict[str, Any]:
-    """GPU passthrough as the policy says: `toolkit` (device_requests) or explicit `devices`."""
-    ids = policy.gpu_ids()
+def _cpu_limit(limit: float, cpuset: str | None) -> float:
+    """The policy's CPU limit, never more than the cores of the slot's cpuset."""
+    if cpuset is None:
+        return limit
+    cores = sum(len(range(int(a), int(b or a) + 1)) for a, _, b in (p.partition("-") for p in cpuset.split(",")))
+    return min(limit, float(cores))
+
+
+def gpu_kwargs(policy: Policy, gpu_ids: list[int] | tuple[int, ...] | None = None) -> dict[str, Any]:
+    """GPU passthrough as the policy says: `toolkit` (device_requests) or explicit `devices`.
+
+    `gpu_ids` (a slot's share) replaces the policy's ids: invariant 4, a slot sees only its GPUs.
+    """
+    ids = policy.gpu_ids() if gpu_ids is None else list(gpu_ids)
     if ids is None:
         return {}
     if policy.gpu["gpu_mode"] == "toolkit":

@@ -94,3 +94,32 @@ def test_reviewers_get_only_valid_contract_shaped_candidates():
     rec = iterate(_state(), _step(mechs, proposal, [{"status": "ok", "val_bpb": 2.5}]))
     assert seen == [{"changes": {"LR": 0.05}, "hypothesis": "42"}]       # no source, no extras, no invalid
     assert rec["source"] == "proposer" and rec["rejected"][0]["source"] == "sugg"
+
+
+def test_a_candidate_equal_to_one_in_flight_is_refused_and_the_view_lists_pending():
+    seen = []
+    mechs = StubMechs(spy={"suggest": lambda v: seen.append(v["pending"]) or []})
+    state = _state()
+    running = {**INC, "LR": 0.05}
+    state.pending = [{"iteration": 1, "changes": {"LR": 0.05}, "config": running, "hypothesis": "h",
+                      "status": "running"}]
+    step = _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "the same as in flight"},
+                 [{"status": "ok", "val_bpb": 1.9}])
+    step.refuse = lambda config: "in flight" if config == running else None
+    rec = iterate(state, step)
+    assert seen == [state.pending] and seen[0][0]["status"] == "running"
+    assert rec["rejected"][0] == {"source": "proposer", "changes": {"LR": 0.05}, "why": "in flight"}
+    assert rec["source"] == "fallback" and {**INC, **rec["changes"]} != running
+
+
+def test_conclude_decides_against_the_best_at_the_moment_the_trial_ends():
+    from bilevel.inner.loop import conclude
+
+    state = _state()
+    step = _step(StubMechs(), None, [])
+    chosen = {"changes": {"LR": 0.02}, "hypothesis": "h", "source": "proposer"}
+    state.best = 1.8   # another slot's trial finished first and set a better best
+    rec = conclude(state, step, iteration=3, chosen=chosen, config={**INC, "LR": 0.02},
+                   result={"trial_id": 7, "status": "ok", "val_bpb": 1.85}, view=state.view(), effects={},
+                   rejected=[])
+    assert rec["iteration"] == 3 and rec["best_before"] == 1.8 and not rec["kept"]   # 1.85 beat 2.0, not 1.8

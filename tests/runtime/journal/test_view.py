@@ -133,3 +133,32 @@ def test_best_curve_counts_only_kept_trials_and_never_resets(tmp_path: Path):
         trial(j, 3, val=1.9, kept=True)       # kept within noise: best stays 1.8
         trial(j, 4, "crash")
         assert RunView.read(j).best_by_iteration(2.0) == [2.0, 1.8, 1.8, 1.8, 1.8]
+
+
+def _slotted(j: Journal, slot: int, gpus: int, wall: float | None) -> int:
+    tid = j.start_trial(iteration=1, kind="proposal", changes={"LR": slot}, hypothesis="h")
+    j.event("trial_slot", {"trial_id": tid, "seq": j.trial(tid)["seq"], "slot": slot, "cpuset": str(slot),
+                           "cpus": 1.0, "gpus": list(range(gpus)) if gpus else None, "gpu_count": gpus})
+    if wall is not None:
+        j.finish_trial(tid, status="ok", val_bpb=1.0, wall_seconds=wall, exit_code=0)
+    return tid
+
+
+def test_gpu_hours_count_each_trials_gpus_times_its_wall_time(j: Journal):
+    _slotted(j, 0, 2, 1800.0)        # 2 GPUs x 30 min = 1 GPU-hour
+    _slotted(j, 1, 1, 3600.0)        # + 1
+    _slotted(j, 2, 0, 3600.0)        # a CPU slot: none
+    assert RunView.read(j).gpu_hours == pytest.approx(2.0)
+
+
+def test_per_slot_state_is_derived_from_the_journal(j: Journal):
+    j.set_state("running")
+    done = _slotted(j, 0, 0, 5.0)
+    live = _slotted(j, 1, 0, None)
+    slots = RunView.read(j).slots()
+    assert [(s["slot"], s["state"], s["trials"]) for s in slots] == [(0, "idle", 1), (1, "running", 1)]
+    assert slots[1]["trial"]["trial_id"] == live and slots[0]["attempts"][0]["trial_id"] == done
+    status = RunView.read(j).status()
+    assert [s["state"] for s in status["slots"]] == ["idle", "running"] and "attempts" not in status["slots"][0]
+    j.set_state("stopped")            # a dead run's last attempt is no running slot
+    assert [s["state"] for s in RunView.read(j).slots()] == ["idle", "idle"]

@@ -83,3 +83,17 @@ def test_the_snapshot_comes_from_the_run_view_and_names_each_mechanism_state(tmp
     with LiveDisplay(out) as display:
         display.observe(progress)
     assert "run run-v: iteration 2/8, baseline 2.000000" in out.getvalue() and "mechanisms: new" in out.getvalue()
+
+
+def test_display_shows_every_slot_and_what_the_orchestrator_waits_for():
+    out = io.StringIO()
+    display = LiveDisplay(out, plain=False)
+    snap = _snapshot(None, [])
+    snap["slots"] = [{"slot": s, "seq": 5 + s, "started_monotonic": time.monotonic(), "budget_s": 30,
+                      "share": f"cpus {s}", "changes": {"LR": 0.001 * (s + 1)}} for s in (0, 1)]
+    snap["waiting"] = "the LLM: a proposal for iteration 8"
+    display.update(snap)
+    display.console.print(display._render())
+    frame = out.getvalue()
+    assert "slot 0" in frame and "slot 1" in frame and "trial 6" in frame and "cpus 1" in frame
+    assert "waiting for the LLM: a proposal for iteration 8" in frame
