@@ -28,6 +28,7 @@ from bilevel.runtime.logs import get_logger
 from bilevel.runtime.policy import Policy
 from bilevel.runtime.sandbox import hardening, images, supervisor
 from bilevel.runtime.sandbox.outcome import classify
+from bilevel.runtime.sandbox.output_caps import OutputCaps
 
 
 @dataclass
@@ -203,7 +204,7 @@ def run_trial(
                     f"during trial {trial_id}") as container:
         w = supervisor.watch(
             container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
-            out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20, cancel=cancel,
+            out_dir=out_dir, out_caps=OutputCaps.from_policy(limits), cancel=cancel,
         )
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
