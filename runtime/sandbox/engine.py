@@ -129,5 +129,6 @@ def sweep_orphans(client: docker.DockerClient) -> list[str]:
         except NotFound:
             pass
     if removed:
-        get_logger().info("swept_orphans", containers=removed)
+        # A warning: it means an earlier orchestrator died with sandboxes running (shown by `bilevel trial` too).
+        get_logger().warning("swept_orphans", containers=removed)
     return removed

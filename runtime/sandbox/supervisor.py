@@ -89,7 +89,7 @@ def watch(
             killed_for = "deadline"
         elif cancel is not None and cancel.is_set():
             killed_for = "cancelled"
-        else:
+        elif reader.is_alive():
             # Invariant 8: bytes, entries, depth, links and special files in /out, while it runs.
             killed_for = outputs.check()
         if killed_for:
