@@ -26,7 +26,7 @@ from docker.types import Mount
 
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.policy import Policy
-from bilevel.runtime.sandbox import hardening, images, supervisor
+from bilevel.runtime.sandbox import hardening, images, runtimes, supervisor
 from bilevel.runtime.sandbox.outcome import classify
 from bilevel.runtime.sandbox.output_caps import OutputCaps
 
@@ -96,6 +96,7 @@ def sandbox_home(client: docker.DockerClient, policy: Policy, image, log=None) -
         kwargs = hardening.container_kwargs(
             policy, "trial", image.id, ["python3", "-I", "-c", HOME_PROBE],
             host_mounts=images.host_mounts(image), labels={hardening.LABEL_TRIAL: "home-probe"},
+            runtime=runtimes.runtime_for(client, policy, "trial"),
         )
         with _container(client, f"bilevel-probe-{uuid.uuid4().hex[:12]}", kwargs,
                         "while asking the trial image for its home") as container:
@@ -192,7 +193,7 @@ def run_trial(
                                           data_dir=data_dir, harness_lib=harness_lib, ro_mounts=ro_mounts)
     kwargs = hardening.container_kwargs(
         policy, "trial", image.id, command, mounts=mounts, gpu=gpu,
-        host_mounts=images.host_mounts(image),
+        host_mounts=images.host_mounts(image), runtime=runtimes.runtime_for(client, policy, "trial"),
         labels={hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id},
     )
     limits = policy.trial

@@ -21,6 +21,10 @@ LABEL_OWNER = "bilevel.owner"    # "<hostname>:<pid>" of the orchestrator that c
 LABEL_RUN = "bilevel.run"
 LABEL_TRIAL = "bilevel.trial"
 NVIDIA_NODES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+# Under runsc the container's pids cgroup also holds gVisor's own Sentry and gofer threads (a Go
+# runtime): at 32 the sandbox hung in `runsc start`, blocking the daemon's API. The sandboxed
+# code's processes are Sentry tasks, not host threads, so this floor does not widen what it may do.
+RUNSC_PIDS_FLOOR = 128
 
 
 def owner_label() -> str:
@@ -38,8 +42,12 @@ def container_kwargs(
     gpu: bool = False,
     host_mounts: list[str] = (),
     stdin: bool = False,
+    runtime: str = "runc",
 ) -> dict[str, Any]:
-    """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon."""
+    """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon.
+
+    `runtime` is what `runtimes.runtime_for` chose for this kind of sandbox ("runc" or "runsc").
+    """
     limits = policy.trial if role == "trial" else policy.mechanism
     uid, gid = policy.user.split(":")
     tmpfs_mb = limits.get("tmpfs_mb", 16)
@@ -60,7 +68,7 @@ def container_kwargs(
         # Invariant 4/3: memory with swap off, pids and CPU limits.
         mem_limit=f"{limits['memory_mb']}m",
         memswap_limit=f"{limits['memory_mb']}m",
-        pids_limit=int(limits["pids"]),
+        pids_limit=int(limits["pids"]) if runtime != "runsc" else max(int(limits["pids"]), RUNSC_PIDS_FLOOR),
         nano_cpus=int(float(limits["cpus"]) * 1e9),
         # Invariant 4: the engine's own log of the container is capped too.
         log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
@@ -76,6 +84,9 @@ def container_kwargs(
         + [Mount(target=p, source=p, type="bind", read_only=True) for p in host_mounts],
         stdin_open=stdin,
         detach=True,
+        # Invariant 3: under "runsc" (gVisor) the sandbox's system calls meet a user-space kernel
+        # first, a second wall behind the container's; runtimes.py decides where it is used.
+        runtime=runtime,
     )
     if role == "trial":
         # Invariant 4: no single file may outgrow the output cap, whatever the supervisor's

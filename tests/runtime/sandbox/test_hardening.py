@@ -57,3 +57,19 @@ def test_trial_settings_are_the_trial_policys():
 def test_host_mounts_are_read_only():
     kw = hardening.container_kwargs(POLICY, "trial", "img", ["x"], host_mounts=["/usr", "/lib"])
     assert [(m["Target"], m["ReadOnly"]) for m in kw["mounts"]] == [("/usr", True), ("/lib", True)]
+
+
+def test_runtime_is_passed_and_runsc_gets_room_for_its_own_threads():
+    runc = hardening.container_kwargs(POLICY, "mechanism", "img", ["x"])
+    runsc = hardening.container_kwargs(POLICY, "mechanism", "img", ["x"], runtime="runsc")
+    assert runc["runtime"] == "runc" and runsc["runtime"] == "runsc"
+    assert runc["pids_limit"] == POLICY.mechanism["pids"]
+    assert runsc["pids_limit"] == max(POLICY.mechanism["pids"], hardening.RUNSC_PIDS_FLOOR)
+    for key in ("network_mode", "read_only", "cap_drop", "security_opt", "user", "mem_limit"):
+        assert runsc[key] == runc[key]     # the second wall adds to the first, never replaces it
+
+
+def test_policy_runtime_choices():
+    assert POLICY.trial["runtime"] == POLICY.mechanism["runtime"] == "auto"
+    with pytest.raises(policy.PolicyError, match="mechanism.runtime"):
+        policy.parse('[mechanism]\nruntime = "kata"')
