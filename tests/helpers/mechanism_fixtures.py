@@ -30,16 +30,17 @@ LIBRARY = ROOT / "outer" / "library"
 SECRET_NAME = "BILEVEL_REDTEAM_SECRET"
 
 # Short deadlines and a small step budget keep hostile tests fast; fuel must run out well
-# before the deadline so that "fuel" and "timeout" stay distinguishable. Under runsc (gVisor)
-# on a loaded 2-core machine 200,000 steps of a print loop came close to 1.5 s: hence 100,000.
+# before the deadline so that "fuel" and "timeout" stay distinguishable. Under runsc (gVisor) a
+# system call costs microseconds, and on a loaded 2-core machine 200,000 steps of a print loop
+# (each a malloc that may reach the kernel) passed 1.5 s: hence a 3 s deadline.
 MECH_POLICY = """
 [mechanism]
 memory_mb = 128
 pids = 16
 cpus = 1.0
-call_timeout_s = 1.5
+call_timeout_s = 3.0
 load_timeout_s = 6.0
-fuel = 100000
+fuel = 200000
 """
 
 
