@@ -29,14 +29,16 @@ from docker.errors import DockerException
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.policy import Policy
 from bilevel.runtime.sandbox import hardening, images
+from bilevel.runtime.sandbox.engine import EngineUnavailable
 
 RUNSC = "runsc"
 RUNC = "runc"
 PROBE = ["python3", "-I", "-c", "print('runsc-ok')"]
 
 
-class RuntimeUnavailable(RuntimeError):
-    """The policy asks for runsc and the daemon cannot run it."""
+class RuntimeUnavailable(EngineUnavailable):
+    """The policy asks for runsc and the daemon cannot run it: refused like a missing daemon
+    (invariant 6, fail closed; the CLI exits 2 with the fix)."""
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,23 @@ def test_policy_runtime_choices():
     assert POLICY.trial["runtime"] == POLICY.mechanism["runtime"] == "auto"
     with pytest.raises(policy.PolicyError, match="mechanism.runtime"):
         policy.parse('[mechanism]\nruntime = "kata"')
+
+
+def test_runtime_resolution_per_kind(monkeypatch):
+    from bilevel.runtime.sandbox import runtimes
+
+    def pol(trial: str, mech: str) -> policy.Policy:
+        return policy.parse(f'[trial]\nruntime = "{trial}"\n[mechanism]\nruntime = "{mech}"\n', "t")
+
+    for works in (True, False):
+        monkeypatch.setattr(runtimes, "runsc_status", lambda c, p, w=works: runtimes.RunscStatus(w, "why"))
+        auto = pol("auto", "auto")
+        assert runtimes.runtime_for(None, auto, "trial") == "runc"
+        assert runtimes.runtime_for(None, auto, "mechanism") == ("runsc" if works else "runc")
+        assert runtimes.runtime_for(None, pol("runc", "runc"), "mechanism") == "runc"
+        if works:
+            assert runtimes.runtime_for(None, pol("runsc", "runsc"), "trial") == "runsc"
+        else:
+            # Fail closed: asked for runsc and it cannot run, the sandbox does not start on runc.
+            with pytest.raises(runtimes.RuntimeUnavailable, match='runtime = "runsc"'):
+                runtimes.runtime_for(None, pol("auto", "runsc"), "mechanism")
