@@ -125,7 +125,8 @@ def proposal_messages(
     if guidance:
         parts.append("Guidance from the strategy level:\n" + fence(guidance, "guidance"))
     for s in sections:
-        parts.append(f"Search mechanism note ({s['title'][:80]}):\n" + fence(s["text"], "mechanism"))
+        # A section's title and text both came from a mechanism: data, fenced together.
+        parts.append("Search mechanism note:\n" + fence(f"{s['title'][:80]}\n{s['text']}", "mechanism"))
     parts.append("Propose the next change as one JSON object.")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 

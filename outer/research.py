@@ -160,7 +160,7 @@ def llm_session(chat: Callable[[list[dict], str], str], fence, trace: list[dict]
     source = extract_code(gen)
     ok, reason = validate(source) if source else (False, "no module in the reply")
     if not ok:
-        repair = ask("repair", f"The module was rejected: {reason}\n\nModule:\n"
+        repair = ask("repair", "The module was rejected:\n" + fence(reason, "reason") + "\n\nModule:\n"
                      + fence(source or gen, "module") + "\n\n" + CONTRACT
                      + "\n\nReturn a corrected complete module in one ```python block.")
         source = extract_code(repair)

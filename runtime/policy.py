@@ -17,6 +17,8 @@ CHOICES = {
     "isolation.mode": {"docker"},
     "trial.near_deadline": {"kill", "finish"},
     "gpu.gpu_mode": {"toolkit", "devices"},
+    "trial.runtime": {"auto", "runc", "runsc"},
+    "mechanism.runtime": {"auto", "runc", "runsc"},
 }
 FACADES = {"math", "random", "statistics", "itertools", "collections", "heapq", "bisect"}
 

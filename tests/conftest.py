@@ -18,6 +18,8 @@ pids = 64
 cpus = 1.0
 tmpfs_mb = 32
 output_mb = 4
+output_entries = 500
+output_depth = 8
 log_kb = 64
 grace_s = 6
 """

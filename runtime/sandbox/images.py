@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,15 @@ HOST_MOUNTS = ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt"]
 SUITE = "bookworm"
 SITE_LAYOUT = "site-v2: unchecked-hash pyc"   # bump when the way site packages are built changes
 MIRROR = "http://deb.debian.org/debian"
+
+
+def repo(role: str) -> str:
+    """The image repository of a role: `bilevel-<role>`, or `<BILEVEL_IMAGE_PREFIX>-<role>`.
+
+    The prefix lets a test (or a second checkout) build its own image set on a shared daemon
+    without moving anyone's `bilevel-*:latest`; it names images only, it changes no setting.
+    """
+    return f"{os.environ.get('BILEVEL_IMAGE_PREFIX') or 'bilevel'}-{role}"
 
 
 class ImageError(RuntimeError):
@@ -99,7 +109,7 @@ def _base_inputs(client: docker.DockerClient, base: str) -> tuple[str, dict[str,
 def build_base(client: docker.DockerClient, base: str, log: Callable[[str], None]) -> str:
     """Make `bilevel-base:latest` for the chosen mode; returns the image id."""
     inputs, labels = _base_inputs(client, base)
-    tag = f"bilevel-base:{inputs}"
+    tag = f"{repo('base')}:{inputs}"
     if (img := _get(client, tag)) is None:
         changes = [f"LABEL {k}={json.dumps(v)}" for k, v in {**labels, LABEL_INPUTS: inputs}.items()]
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +126,7 @@ def build_base(client: docker.DockerClient, base: str, log: Callable[[str], None
                     pass
             if base in ("bootstrap", "host"):
                 client.api.import_image_from_file(
-                    str(tar), repository="bilevel-base", tag=inputs, changes=changes
+                    str(tar), repository=repo("base"), tag=inputs, changes=changes
                 )
             else:
                 log(f"base: {base}")
@@ -124,8 +134,8 @@ def build_base(client: docker.DockerClient, base: str, log: Callable[[str], None
         img = client.images.get(tag)
     else:
         log(f"base: up to date ({tag})")
-    img.tag("bilevel-base", "latest")
-    _prune(client, "bilevel-base", keep=tag)
+    img.tag(repo("base"), "latest")
+    _prune(client, repo("base"), keep=tag)
     return img.id
 
 
@@ -177,10 +187,10 @@ def _role_inputs(role: str, base_id: str, base_mode: str) -> str:
 
 def build_role(client, role: str, log: Callable[[str], None]) -> str:
     """Build `bilevel-<role>:latest` on top of `bilevel-base:latest` when its inputs changed."""
-    base = client.images.get("bilevel-base:latest")
+    base = client.images.get(f"{repo('base')}:latest")
     base_mode = base.labels.get(LABEL_BASE, "bootstrap")
     inputs = _role_inputs(role, base.id, base_mode)
-    tag = f"bilevel-{role}:{inputs}"
+    tag = f"{repo(role)}:{inputs}"
     if (img := _get(client, tag)) is None:
         log(f"{role}: building {tag}")
         here = images_dir()
@@ -209,8 +219,8 @@ def build_role(client, role: str, log: Callable[[str], None]) -> str:
         img = client.images.get(tag)
     else:
         log(f"{role}: up to date ({tag})")
-    img.tag(f"bilevel-{role}", "latest")
-    _prune(client, f"bilevel-{role}", keep=tag)
+    img.tag(repo(role), "latest")
+    _prune(client, repo(role), keep=tag)
     return img.id
 
 
@@ -233,20 +243,20 @@ def build(client, base: str = "bootstrap", log: Callable[[str], None] = print) -
 
 def check(client, role: str) -> str | None:
     """None when `bilevel-<role>:latest` exists and is current, else what is wrong."""
-    img = _get(client, f"bilevel-{role}:latest")
+    img = _get(client, f"{repo(role)}:latest")
     if img is None:
-        return f"image bilevel-{role} is missing"
+        return f"image {repo(role)} is missing"
     if role == "base":
         return None
-    base = _get(client, "bilevel-base:latest")
+    base = _get(client, f"{repo('base')}:latest")
     if base is None:
-        return "image bilevel-base is missing"
+        return f"image {repo('base')} is missing"
     try:
         want = _role_inputs(role, base.id, base.labels.get(LABEL_BASE, "bootstrap"))
     except ImageError as exc:
         return str(exc)
     if img.labels.get(LABEL_INPUTS) != want:
-        return f"image bilevel-{role} is stale (its inputs changed)"
+        return f"image {repo(role)} is stale (its inputs changed)"
     return None
 
 
@@ -255,7 +265,7 @@ def image_for(client, role: str):
     problem = check(client, role)
     if problem:
         raise ImageError(f"{problem}; run `bilevel images build`")
-    return client.images.get(f"bilevel-{role}:latest")
+    return client.images.get(f"{repo(role)}:latest")
 
 
 def host_mounts(image) -> list[str]:

@@ -6,7 +6,6 @@ stops nothing. The supervisor owns the clock and kills the container itself (inv
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import requests
 from docker.errors import APIError, NotFound
 
 from bilevel.runtime.sandbox.outcome import CappedLog, SummaryParser
+from bilevel.runtime.sandbox.output_caps import OutputCaps, over_cap
 
 
 @dataclass
@@ -31,22 +31,34 @@ class Watched:
     summary: SummaryParser
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
+class _OutputWatch:
+    """Scans the output folder against its caps, often, but never for most of the poll's time.
+
+    A scan is bounded by the entry cap (see output_caps); still, a folder near its cap costs a
+    few milliseconds, so the next scan waits at least four times as long as the last one took.
+    """
+
+    def __init__(self, out_dir: Path | None, caps: OutputCaps | None) -> None:
+        self.out_dir, self.caps = out_dir, caps
+        self.next_at = 0.0
+
+    def check(self, *, force: bool = False) -> str | None:
+        if self.out_dir is None or self.caps is None:
+            return None
+        now = time.monotonic()
+        if not force and now < self.next_at:
+            return None
+        problem = over_cap(self.out_dir, self.caps)
+        self.next_at = time.monotonic() + 4 * (time.monotonic() - now)
+        return problem
 
 
 def watch(
     container, *, deadline_s: float, log_cap: int, out_dir: Path | None = None,
-    out_cap: int | None = None, poll_s: float = 0.1, cancel: threading.Event | None = None,
+    out_caps: OutputCaps | None = None, poll_s: float = 0.1, cancel: threading.Event | None = None,
 ) -> Watched:
     """Start `container` and supervise it; it is stopped (not removed) when this returns."""
+    outputs = _OutputWatch(out_dir, out_caps)
     log, summary = CappedLog(log_cap), SummaryParser()
     first: list[float] = []
     t0 = time.monotonic()
@@ -77,8 +89,9 @@ def watch(
             killed_for = "deadline"
         elif cancel is not None and cancel.is_set():
             killed_for = "cancelled"
-        elif out_dir is not None and out_cap is not None and _dir_bytes(out_dir) > out_cap:
-            killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"
+        elif reader.is_alive():
+            # Invariant 8: bytes, entries, depth, links and special files in /out, while it runs.
+            killed_for = outputs.check()
         if killed_for:
             _kill(container)
             reader.join(10)
@@ -91,9 +104,9 @@ def watch(
         exit_code, oom = state.get("StatusCode", st.get("ExitCode")), bool(st.get("OOMKilled"))
     except (APIError, NotFound, OSError, requests.RequestException):
         exit_code, oom = None, False  # the engine could not tell: an infrastructure failure
-    if killed_for is None and out_dir is not None and out_cap is not None:
-        if _dir_bytes(out_dir) > out_cap:
-            killed_for = f"output folder over its cap of {out_cap // 2**20} MiB"
+    if killed_for is None:
+        # And once more after the end: a script may make a link and exit between two polls.
+        killed_for = outputs.check(force=True)
     return Watched(exit_code, oom, killed_for, wall, first[0] if first else None, log, summary)
 
 

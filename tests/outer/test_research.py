@@ -53,3 +53,35 @@ def test_llm_retire_skips_the_generate_round():
     s = research.llm_session(chat, lambda text, tag: text, [], stand, accept_all)
     assert asked == ["explore", "critique", "specify"]
     assert (s.action, s.target, s.accepted, s.source) == ("retire", "tabu", False, None)
+
+
+def test_research_prompts_fence_every_untrusted_part():
+    from bilevel.runtime.llm.parsing import fence
+
+    from fences import assert_fenced, assert_not_fenced
+
+    prompts = {}
+
+    def chat(messages: list[dict], round_name: str) -> str:
+        assert "CANARY" not in messages[0]["content"]
+        prompts[round_name] = messages[1]["content"]
+        if round_name == "specify":
+            return "DECISION: add\nCANARY-SPEC"
+        if round_name in ("generate", "repair"):
+            return "```python\nclass Mechanism:\n    name = 'x'  # CANARY-MODULE\n```"
+        return f"CANARY-REPLY-{round_name}"
+
+    stand = portfolio.standing([mech("CANARY-NAME", 1)], RECORDS, iteration=5)
+    trace = [{"iteration": 1, "hypothesis": "CANARY-HYPOTHESIS", "mechanism": "CANARY-NAME"}]
+    research.llm_session(chat, fence, trace, stand, lambda src: (False, "CANARY-REASON from the sandbox"))
+    assert list(prompts) == ["explore", "critique", "specify", "generate", "repair"]
+    assert_fenced(prompts["explore"], "CANARY-HYPOTHESIS")
+    assert_fenced(prompts["explore"], "CANARY-NAME")
+    assert_fenced(prompts["critique"], "CANARY-REPLY-explore")
+    assert_fenced(prompts["specify"], "CANARY-REPLY-critique")
+    assert_fenced(prompts["specify"], "CANARY-NAME")
+    assert_fenced(prompts["generate"], "CANARY-SPEC")
+    assert_fenced(prompts["repair"], "CANARY-MODULE")
+    # The validation's reason quotes the module (and what the sandbox said of it): data too.
+    assert_fenced(prompts["repair"], "CANARY-REASON")
+    assert_not_fenced(prompts["repair"], "Return a corrected complete module")

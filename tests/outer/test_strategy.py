@@ -15,3 +15,17 @@ def test_strategy_keeps_a_floor_of_active_constants():
     hist = [{"changes": {"TIED": False}, "kept": False}] * 3
     d = offline_decision(SearchConfig(active=list(SPACE)), hist)
     assert d["freeze"] == ["TIED"]
+
+
+def test_strategy_prompt_fences_the_trace():
+    from bilevel.outer.strategy import llm_messages
+    from bilevel.runtime.llm.parsing import fence
+
+    from fences import assert_fenced, assert_not_fenced
+
+    hist = [{"changes": {"LR": 0.01}, "kept": False, "val_bpb": 2.5, "hypothesis": "CANARY-HYPOTHESIS",
+             "status": "ok"}]
+    msgs = llm_messages(SearchConfig(active=list(SPACE)), hist, fence)
+    assert_fenced(msgs[1]["content"], "CANARY-HYPOTHESIS")
+    assert_not_fenced(msgs[1]["content"], "Last trials:")
+    assert "CANARY" not in msgs[0]["content"]

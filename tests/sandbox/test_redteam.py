@@ -20,6 +20,7 @@ from bilevel.runtime.mechanisms.validation import smoke_test, validate
 
 import mechanism_fixtures as fx
 from mechanism_fixtures import (
+    COUNTER,
     SECRET_NAME,
     dump,
     mech_policy,
@@ -94,3 +95,17 @@ def test_attack(path, tmp_path, loopback_listener, host_secret, make_mech, mech_
     assert dict(os.environ) == env_before
     mech.close()
     assert our_containers(mech_client) == [], "a sandbox container was left behind"
+
+
+@pytest.mark.docker
+def test_the_red_team_runs_under_runsc_where_it_works(make_mech, mech_client):
+    """Says which wall the red team met: runsc where it works, else a skip that gives the reason."""
+    from bilevel.runtime.sandbox import runtimes
+
+    status = runtimes.runsc_status(mech_client, mech_policy())
+    if not status.works:
+        pytest.skip(f"runsc cannot run here, so the red team ran under runc: {status.detail}")
+    m = make_mech(COUNTER)
+    c = mech_client.containers.get(m.transport.container.id)
+    assert c.attrs["HostConfig"]["Runtime"] == "runsc"
+    assert m.call("observe", {"val_bpb": 1.0}).outcome == "ok"

@@ -143,3 +143,86 @@ def test_output_folder_cap(run, test_policy):
     # The total is watched every 0.1 s (each file is hard-capped by RLIMIT_FSIZE): killed
     # within a few polls of crossing the cap, at this attack's ~50 MB/s.
     assert test_policy.trial["output_mb"] * 2**20 < written <= 32 * 2**20
+
+
+def _out_entries(work) -> int:
+    return sum(len(dirs) + len(files) for _root, dirs, files in os.walk(work / "out"))
+
+
+def test_output_entry_cap(run, test_policy):
+    r = run("output_entries", budget=20.0)
+    cap = test_policy.trial["output_entries"]
+    assert r.status == "crash" and f"cap of {cap} entries" in r.reason, r.reason
+    # Stopped within a few polls of the cap, far before the budget ran out.
+    assert cap < _out_entries(run.work) and r.wall_seconds < 20.0
+
+
+def test_output_depth_cap(run, test_policy):
+    r = run("output_deep", budget=20.0)
+    depth = test_policy.trial["output_depth"]
+    assert r.status == "crash" and f"deeper than its cap of {depth} levels" in r.reason, r.reason
+    assert r.wall_seconds < 20.0
+
+
+def test_output_links_are_refused_even_after_a_clean_exit(run):
+    r = run("output_symlink")
+    # The script exited 0 with a well-formed summary: the check after the end still refuses it.
+    assert r.status == "crash" and "symbolic link" in r.reason and "links are refused" in r.reason, r.reason
+    assert r.val_bpb is None
+    assert os.path.islink(run.work / "out" / "root")     # left as it was: never followed, never opened
+
+
+@pytest.mark.parametrize(("kind", "named"), [("fifo", "a FIFO"), ("socket", "a socket")])
+def test_output_special_files_are_refused(run, kind, named):
+    r = run("output_special", budget=20.0, KIND=kind)
+    assert r.status == "crash" and f"holds {named}" in r.reason, r.reason
+    assert r.wall_seconds < 20.0                          # stopped while it ran, not at the deadline
+
+
+def test_walls_seen_from_inside(run, test_policy):
+    seen = _payload(run("walls"), "WALLS")
+    uid, gid = (int(x) for x in test_policy.user.split(":"))
+    # No capability in any set, and none can be regained (bounding set 0, no_new_privs).
+    assert {k: int(v, 16) for k, v in seen["status"].items() if k.startswith("Cap")} == {
+        "CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": 0, "CapAmb": 0}
+    assert seen["status"]["NoNewPrivs"] == "1"
+    # `/` is mounted read-only, so even world-writable folders of the image refuse a write.
+    assert "ro" in seen["mounts"]["/"]["opts"]
+    assert seen["writes"]["/var/tmp/x"].startswith("OSError:30")       # EROFS, not a permission error
+    assert not any(v == "written" for v in seen["writes"].values())
+    assert (seen["uid"], seen["gid"]) == (uid, gid) and seen["tmp_owner"] == [uid, gid]
+    assert seen["mounts"]["/tmp"]["fstype"] == "tmpfs" and "nosuid" in seen["mounts"]["/tmp"]["opts"]
+    assert seen["ifaces"] == ["lo"]
+
+
+def test_trial_container_as_created(run, monkeypatch, docker_client, test_policy):
+    """The trial's own container, inspected while it exists (run_trial removes it afterwards)."""
+    from bilevel.runtime.sandbox import supervisor
+
+    seen = {}
+    real = supervisor.watch
+
+    def inspecting(container, **kw):
+        seen.update(docker_client.api.inspect_container(container.id))
+        return real(container, **kw)
+
+    monkeypatch.setattr(supervisor, "watch", inspecting)
+    run("control_ok")
+    host, cfg = seen["HostConfig"], seen["Config"]
+    limits = test_policy.trial
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["ReadonlyRootfs"] is True
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Privileged"] is False
+    assert cfg["User"] == test_policy.user
+    tmp = host["Tmpfs"]["/tmp"].split(",")
+    assert f"uid={test_policy.user.split(':')[0]}" in tmp and f"gid={test_policy.user.split(':')[1]}" in tmp
+    assert host["Memory"] == host["MemorySwap"] == limits["memory_mb"] * 2**20
+    assert host["PidsLimit"] == limits["pids"] and host["NanoCpus"] == int(limits["cpus"] * 1e9)
+    assert host["Init"] is True and host["LogConfig"]["Config"]["max-size"] == "1m"
+    cap = limits["output_mb"] * 2**20
+    assert {"Name": "fsize", "Soft": cap, "Hard": cap} in host["Ulimits"]
+    assert [e for e in cfg["Env"] or [] if not e.startswith("PATH=")] == []
+    writable = [m["Destination"] for m in seen["Mounts"] if m["RW"]]
+    assert writable == ["/out"]

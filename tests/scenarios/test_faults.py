@@ -15,11 +15,10 @@ import pytest
 
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
-from bilevel.runtime.sandbox import engine
+from bilevel.runtime.sandbox import engine, hardening
 
 from bilevel_cli import BILEVEL
 from fake_llm import Delay, Status, fake_llm_fixture  # noqa: F401
-from locations import ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -32,8 +31,15 @@ def _running_seq(run: Path) -> int | None:
         return None
 
 
-def _restart_dockerd() -> None:
-    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+def _restart_dockerd() -> int:
+    """Restart exactly the daemon behind the project's socket, with the command line it had.
+
+    Never one picked by name: on a machine with a second Docker daemon, `pidof dockerd` named the
+    other one, and this test killed it. The pid comes from the socket itself (SO_PEERCRED, see
+    `engine.daemon_pid`). Returns the new daemon's pid.
+    """
+    pid = engine.daemon_pid()
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     os.kill(pid, signal.SIGTERM)
     for _ in range(300):
         try:
@@ -41,27 +47,51 @@ def _restart_dockerd() -> None:
         except ProcessLookupError:
             break
         time.sleep(0.1)
-    subprocess.run(["bash", str(ROOT / "scripts" / "engine.sh")], check=True, capture_output=True)
+    else:
+        raise AssertionError(f"dockerd {pid} did not exit within 30 s of SIGTERM")
+    with open(os.environ.get("BILEVEL_DOCKERD_LOG", "/tmp/bilevel-dockerd.log"), "ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    engine.connect(wait_s=60)
+    new = engine.daemon_pid()
+    assert new != pid, "the daemon behind our socket was not restarted"
+    return new
+
+
+def _our_trial_container(client, orchestrator_pid: int):
+    """The one trial container the run `orchestrator_pid` owns, running now, or None."""
+    owner = f"{os.uname().nodename}:{orchestrator_pid}"
+    found = client.containers.list(filters={"label": [f"{hardening.LABEL_OWNER}={owner}",
+                                                      f"{hardening.LABEL_ROLE}=trial"]})
+    return found[0] if len(found) == 1 and found[0].status == "running" else None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="restarting dockerd needs root (CI runs as root)")
 def test_daemon_restart_during_a_trial_is_infra_and_retried(tmp_path):
     run = tmp_path / "run"
+    client = engine.connect()
     proc = subprocess.Popen([*BILEVEL, "run", "--levels", "1", "--iterations", "1", "--budget", "8",
                              "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        container = None
         for _ in range(600):
             if _running_seq(run) == 1:
-                break
+                container = _our_trial_container(client, proc.pid)
+                if container is not None:
+                    break
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
-        time.sleep(3)
-        _restart_dockerd()
+        assert container is not None, "trial 1's container never ran"
+        time.sleep(2)
+        # The restart must fall while that container runs: checked just before the signal.
+        container.reload()
+        assert container.attrs["State"]["Running"], "trial 1's container ended before the restart"
+        old_pid = engine.daemon_pid()
+        new_pid = _restart_dockerd()
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    engine.connect(wait_s=30)
+    assert new_pid != old_pid
     with Journal.open_readonly(run) as j:
         attempts = [t for t in j.trials() if t["seq"] == 1]
         state = j.run()["state"]

@@ -73,3 +73,49 @@ def test_default_task_trial_is_ok(tmp_path):
     assert 0 < out["val_bpb"] < 8 and out["training_seconds"] >= 4
     assert set(out) >= {"status", "val_bpb", "training_seconds", "wall_seconds", "peak_mem_mb",
                         "exit_code", "log_tail"}
+
+
+def _swept_by(stderr: str) -> list[str]:
+    names = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "swept_orphans":
+            names += event.get("containers", [])
+    return names
+
+
+@pytest.mark.docker
+def test_trial_command_sweeps_orphans_on_start_up(docker_client, tmp_path):
+    """A container left by a dead orchestrator is removed by `bilevel trial` as it starts.
+
+    Its own log must name the orphan: on a shared daemon another suite's sweep may remove it
+    first, so a try where that happened is repeated (three in a row would mean no sweep here).
+    """
+    from bilevel.runtime import policy
+    from bilevel.runtime.sandbox import images
+
+    image = images.image_for(docker_client, "trial").id
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = docker_client.containers.create(**hardening.container_kwargs(policy.load(), "trial", image, ["true"]))
+    try:
+        for attempt in range(3):
+            kw = hardening.container_kwargs(policy.load(), "trial", image, ["sleep", "60"])
+            kw["labels"][hardening.LABEL_OWNER] = f"{os.uname().nodename}:{dead.pid}"
+            orphan = docker_client.containers.create(**kw)
+            r = subprocess.run([*BILEVEL, "trial", "--script", str(HOSTILE / "control_ok.py"), "--budget", "1",
+                                "--out", str(tmp_path / f"t{attempt}"), "--json"],
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+            assert not docker_client.containers.list(all=True, sparse=True, filters={"id": orphan.id})
+            if orphan.name in _swept_by(r.stderr):
+                break
+        else:
+            raise AssertionError("`bilevel trial` never swept an orphaned container on start-up")
+        # A live orchestrator's container (this test's) is left alone.
+        assert docker_client.containers.list(all=True, sparse=True, filters={"id": live.id})
+    finally:
+        live.remove(force=True)

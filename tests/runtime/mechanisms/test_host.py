@@ -16,6 +16,7 @@ from bilevel.runtime.mechanisms.host import (
 from bilevel.runtime.mechanisms.replay import read_replay
 from bilevel.runtime.mechanisms.validation import synthetic_trace
 from bilevel.runtime.outputs import mechanism_commands as mechanism_cli
+from bilevel.runtime.sandbox import hardening
 
 import mechanism_fixtures as fx
 from mechanism_fixtures import (
@@ -73,7 +74,10 @@ def test_container_is_hardened(make_mech, mech_client):
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host["SecurityOpt"]
-    assert host["Memory"] == 128 * 2**20 and host["PidsLimit"] == 16
+    runtime = fx.mech_runtime(mech_client)
+    assert host["Runtime"] == runtime
+    pids = 16 if runtime == "runc" else max(16, hardening.RUNSC_PIDS_FLOOR)
+    assert host["Memory"] == 128 * 2**20 and host["PidsLimit"] == pids
     assert c.attrs["Config"]["User"] not in ("", "0", "root")
     # Empty but for the engine's default PATH: nothing of the orchestrator's environment.
     assert [e for e in c.attrs["Config"]["Env"] or [] if not e.startswith("PATH=")] == []
