@@ -19,7 +19,7 @@ from typing import Any
 from bilevel.runtime.journal.records import Decision, Iteration, LLMUse, Mechanism, RunInfo, Trial
 from bilevel.runtime.journal.schema import TRIAL_STATUSES
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.vocabulary import Level
+from bilevel.runtime.vocabulary import RESEARCH_INTENT, Level
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class RunView:
     decisions: tuple[Decision, ...]
     llm_levels: tuple[LLMUse, ...]
     llm_totals: dict[str, Any]             # {calls, tokens, usd}: the status contract's `llm`
+    research_intents: tuple[dict, ...] = ()  # Level 2 decisions journaled before they were carried out
 
     @classmethod
     def read(cls, journal: Journal) -> RunView:
@@ -49,6 +50,7 @@ class RunView:
                                        "purposes": row["purposes"] or ""})
                              for row in journal.llm_by_level()),
             llm_totals=journal.llm_totals(),
+            research_intents=tuple(e["payload"] for e in journal.events(RESEARCH_INTENT)),
         )
 
     # ---- the run ----------------------------------------------------------------------------
@@ -158,6 +160,14 @@ class RunView:
     def decided(self, level: str, iteration: int) -> bool:
         """Whether a Level 1.5 or Level 2 decision was recorded at this iteration."""
         return any(d.level == level and d.iteration == iteration for d in self.decisions)
+
+    def research_in_flight(self, iteration: int) -> dict | None:
+        """The Level 2 decision in flight at `iteration`: journaled as an intent, its outcome not
+        yet (a crash came between them). A resume carries out this one, never a new draw."""
+        if self.decided(Level.RESEARCH, iteration):
+            return None
+        return next((i for i in reversed(self.research_intents)
+                     if isinstance(i, dict) and i.get("iteration") == iteration), None)
 
     def record_of(self, trial_id: int | None) -> Iteration | None:
         return next((r for r in self.iterations if r.trial_id is not None and r.trial_id == trial_id), None)

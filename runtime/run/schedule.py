@@ -156,8 +156,9 @@ class Schedule:
         """Level 1.5 and Level 2 where the schedule puts them and the journal has none yet."""
         it, k, m = self.state.iteration, self.cfg.strategy_every, self.cfg.research_every
         levels_on = self.cfg.levels
-        if it > 0 and it % k == 0 and not done.decided(Level.STRATEGY, it):
-            if Level.STRATEGY in levels_on:
+        if it > 0 and it % k == 0:
+            # Each level checked on its own: a crash between the two must not skip the second.
+            if Level.STRATEGY in levels_on and not done.decided(Level.STRATEGY, it):
                 levels.strategy_cycle(self.state, self.llm, self.journal, self.cfg.min_active)
             if Level.RESEARCH in levels_on and (it // k) % m == 0 and not done.decided(Level.RESEARCH, it):
                 self.research(it // (k * m))
