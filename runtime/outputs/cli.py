@@ -145,6 +145,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for name, path in report.write_report(Path(args.run)).items():
         print(f"{name}: {path}")
+    for line in report.damaged_lines(Path(args.run)):
+        print(line, file=sys.stderr)
     return 0
 
 

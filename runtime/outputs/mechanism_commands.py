@@ -12,9 +12,11 @@ from pathlib import Path
 
 from bilevel.runtime import policy as policy_mod
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.mechanisms.host import replay_path
 from bilevel.runtime.mechanisms.replay import ReplayError, read_replay, replay
 from bilevel.runtime.mechanisms.validation import validate
+from bilevel.runtime.outputs.replay import DAMAGED_ARTIFACT
 from bilevel.runtime.run.mechanisms import journal_replay_inputs
 
 SHOW = 600   # characters of each hook output in the human-readable verdict
@@ -50,12 +52,25 @@ def check_command(path: str, policy_path: str | None = None, as_json: bool = Fal
     return 0 if verdict.accepted else 1
 
 
+def _damaged_inputs(journal: Journal, mech_id: int) -> list[str]:
+    """What a replay of `mech_id` would read that fails verification: its source, its calls' artifacts."""
+    view = RunView.read(journal)
+    mine = (f"mechanism {mech_id} (", f"mechanism {mech_id}'s ")
+    return [f"{where} (artifact {ref}) is {problem}"
+            for ref, where, problem in view.damaged_artifacts(journal.artifacts) if where.startswith(mine)]
+
+
 def replay_mechanism_command(run_dir: str, mech_id: str, policy_path: str | None = None) -> int:
     """Replay one mechanism's recorded calls in a fresh sandbox; exit 0 when identical."""
     pol = policy_mod.load(policy_path)
     try:
         if (Path(run_dir) / "journal.db").exists():
             with Journal.open_readonly(run_dir) as journal:
+                damaged = _damaged_inputs(journal, int(mech_id))
+                if damaged:
+                    for line in damaged:
+                        print(f"replay: refused: {line}", file=sys.stderr)
+                    return DAMAGED_ARTIFACT
                 header, records = journal_replay_inputs(journal, int(mech_id))
         else:
             header, records = read_replay(replay_path(run_dir, mech_id))

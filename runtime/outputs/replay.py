@@ -4,6 +4,7 @@ the outcome is the same."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from bilevel.runtime.policy import from_data
 from bilevel.runtime.sandbox import engine, executor
 from bilevel.runtime.vocabulary import TrialStatus
 
+DAMAGED_ARTIFACT = 3   # replay's exit status when an artifact it needs fails verification
+
 
 def replay_trial(run_dir: Path, seq: int) -> int:
     with Journal.open_readonly(run_dir) as journal:
@@ -23,6 +26,12 @@ def replay_trial(run_dir: Path, seq: int) -> int:
             print(f"replay: run {view.run.run_id} has no finished trial with seq {seq}")
             return 2
         rec = rows[-1]
+        problem = journal.artifacts.verify(rec.script_sha) if rec.script_sha else "missing"
+        if problem:
+            # Never replay on bytes other than the recorded ones: a damaged script is refused.
+            print(f"replay: refused: trial {seq}'s script (artifact {rec.script_sha}) is {problem}",
+                  file=sys.stderr)
+            return DAMAGED_ARTIFACT
         script = journal.artifacts.get_text(rec.script_sha)
     cfg = view.config
     policy = from_data(view.run.policy, "journal")

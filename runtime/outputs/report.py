@@ -17,6 +17,7 @@ from typing import Any
 
 from bilevel.outer import portfolio
 from bilevel.runtime.files import atomic_write
+from bilevel.runtime.journal.artifacts import ArtifactError
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.logs import get_logger
@@ -274,8 +275,7 @@ def _failures(view: RunView, journal: Journal, run_arg: str) -> list[str]:
                 "| id | name | quarantined at iteration | reason | failing call | reproduce |",
                 "|---:|---|---:|---|---|---|"]
         for m in quarantined:
-            bad = [c for c in journal.mechanism_calls(m.mech_id) if c["outcome"] != "ok"]
-            call = f"{bad[-1]['hook']} → {bad[-1]['outcome']}: {cell(bad[-1]['error'], 80)}" if bad else "—"
+            call = _failing_call(journal, m.mech_id)
             cmd = f"bilevel replay {run_arg} mechanism {m.mech_id}"
             at = "—" if m.quarantined_at_iteration is None else m.quarantined_at_iteration
             out.append(f"| {m.mech_id} | {cell(m.name, 40)} | {at} | {cell(m.quarantine_reason, 120)} "
@@ -283,10 +283,32 @@ def _failures(view: RunView, journal: Journal, run_arg: str) -> list[str]:
     return out
 
 
+def _failing_call(journal: Journal, mech_id: int) -> str:
+    try:
+        bad = [c for c in journal.mechanism_calls(mech_id) if c["outcome"] != "ok"]
+    except ArtifactError:  # a damaged call artifact is named in the Artifacts section, never used
+        return "— (a journaled call's artifact is damaged: see Artifacts)"
+    return f"{bad[-1]['hook']} → {bad[-1]['outcome']}: {cell(bad[-1]['error'], 80)}" if bad else "—"
+
+
+def _artifacts(view: RunView, journal: Journal) -> list[str]:
+    """Every artifact the journal names, verified against its sha256 as the report is written."""
+    uses = view.artifact_uses()
+    damaged = view.damaged_artifacts(journal.artifacts)
+    out = ["", "## Artifacts", ""]
+    if not damaged:
+        return out + [f"All {len({r for r, _ in uses})} artifacts the journal names match their sha256."]
+    out += [f"**{len(damaged)} use(s) of damaged artifacts: the report and `bilevel replay` do not use "
+            "their content.**", "", "| artifact | used as | problem |", "|---|---|---|"]
+    out += [f"| `{ref[:16]}…` | {cell(where, 80)} | {cell(problem, 100)} |" for ref, where, problem in damaged]
+    return out
+
+
 def report_markdown(view: RunView, journal: Journal, run_arg: str) -> str:
     """The whole report.md text; `run_arg` is how replay commands name the run directory."""
     lines = (_header(view, run_arg) + _results(view) + _mechanism_table(view) + _llm_table(view)
-             + _decisions(view) + _failures(view, journal, run_arg) + _trial_table(view))
+             + _decisions(view) + _failures(view, journal, run_arg) + _artifacts(view, journal)
+             + _trial_table(view))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written {stamp} from the run's journal by `bilevel report`._", ""]
     return "\n".join(lines)
@@ -305,3 +327,11 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     return paths
 
 
+
+
+def damaged_lines(run_dir: Path) -> list[str]:
+    """One warning line per use of a damaged artifact (the report's Artifacts section, for a terminal)."""
+    with Journal.open_readonly(run_dir) as journal:
+        view = RunView.read(journal)
+        return [f"warning: artifact {ref} ({where}) is {problem}: not used"
+                for ref, where, problem in view.damaged_artifacts(journal.artifacts)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bilevel.runtime.journal.artifacts import ArtifactError
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.mechanisms.host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
@@ -80,7 +81,12 @@ class RunMechanisms:
         for row in RunView.read(self.journal).mechanisms:
             if row.state != MechanismState.ACTIVE:
                 continue
-            source = self.journal.artifacts.get_text(row.source_ref)
+            try:
+                source = self.journal.artifacts.get_text(row.source_ref)
+            except ArtifactError as exc:  # a damaged source is never run: the mechanism stays off
+                self.journal.quarantine_mechanism(row.mech_id, f"source artifact failed verification: {exc}")
+                notes.append(f"{row.name}: quarantined on resume (damaged source)")
+                continue
             mech = self._sandbox(row.mech_id, row.name, source)
             self._journaling = False
             try:
