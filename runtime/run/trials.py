@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bilevel.inner import edits, tasks
+from bilevel.runtime.files import disk_full, nearly_full, no_space
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.policy import Policy
 from bilevel.runtime.run.budgets import Budgets, Controls, Stop
@@ -67,6 +68,8 @@ class TrialRunner:
                 gpu=self.policy.gpu_ids() is not None, cancel=self.controls.cancel_trial,
             )
         except executor.InfraError as exc:
+            if disk_full(exc) or nearly_full(self.dir):
+                raise no_space(f"trial {tid}'s folder") from exc   # the run stops; the trial reruns on resume
             self.journal.finish_trial(tid, status=TrialStatus.INFRA, reason=str(exc)[:500])
             self.log.warning("trial_infra_failure", trial_id=tid, error=str(exc)[:200])
             self._recover_engine(tid)
@@ -97,6 +100,10 @@ class TrialRunner:
             if self.controls.deadline_hit:
                 raise Stop(RunState.FINISHED, "deadline reached during a trial; it was killed as the policy says")
             raise Stop(RunState.STOPPED, "stop requested: the running trial was killed (it reruns on resume)")
+        if r.status != TrialStatus.OK and nearly_full(self.dir):
+            # A trial that failed on a full run folder may have failed for want of space (its log or
+            # outputs not written): not charged to the script; the run stops and it reruns on resume.
+            raise no_space(f"trial {tid} ended {r.status} with the run folder full")
         log_ref = self.journal.artifacts.put((work / "log.txt").read_bytes())
         self.journal.finish_trial(
             tid, status=r.status, val_bpb=r.val_bpb, training_seconds=r.training_seconds,
