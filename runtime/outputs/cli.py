@@ -12,6 +12,7 @@ from pathlib import Path
 from bilevel.inner import edits, tasks
 from bilevel.runtime.journal.store import Journal, JournalError
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.policy import PolicyError, load
 from bilevel.runtime.sandbox import doctor, engine, executor, images
 from bilevel.runtime.sandbox.images import ImageError
@@ -74,8 +75,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        print(result.log_tail[-1500:])
-        print(f"trial {result.trial_id}: {result.status} ({result.reason})")
+        print(for_terminal(result.log_tail[-1500:], lines=True))   # the script's output: shown escaped
+        print(f"trial {result.trial_id}: {result.status} ({for_terminal(result.reason)})")
         print(f"  val_bpb {result.val_bpb}  wall {result.wall_seconds:.1f} s  "
               f"training {result.training_seconds} s  peak_mem {result.peak_mem_mb} MB")
         print(f"  log: {work / 'log.txt'}")
@@ -131,11 +132,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"run {summary['run_id']}: {summary['state']} ({summary['state_reason']})")
+    print(f"run {summary['run_id']}: {summary['state']} ({for_terminal(summary['state_reason'])})")
     print(f"  trials: {', '.join(f'{k} {v}' for k, v in summary['trials'].items() if v)}")
     print(f"  baseline {summary['baseline_val_bpb']}  best {summary['best_val_bpb']}")
     for m in summary["mechanisms"]:
-        print(f"  mechanism {m['name']} ({m['origin']}, {m['state']}): {m['calls']}")
+        print(f"  mechanism {for_terminal(m['name'])} ({m['origin']}, {m['state']}): {m['calls']}")
     print(f"  llm: {summary['llm']}")
     return 0
 
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError) as exc:
-        print(f"bilevel: {exc}", file=sys.stderr)
+        print(f"bilevel: {for_terminal(exc)}", file=sys.stderr)  # a message may quote untrusted text
         return 2
 
 

@@ -17,13 +17,14 @@ from bilevel.runtime.mechanisms.host import replay_path
 from bilevel.runtime.mechanisms.replay import ReplayError, read_replay, replay
 from bilevel.runtime.mechanisms.validation import validate
 from bilevel.runtime.outputs.replay import DAMAGED_ARTIFACT
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.run.mechanisms import journal_replay_inputs
 
 SHOW = 600   # characters of each hook output in the human-readable verdict
 
 
 def _short(value) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value)  # ensure_ascii: every control and non-ASCII character arrives escaped
     return text if len(text) <= SHOW else text[:SHOW] + f"... ({len(text)} chars)"
 
 
@@ -40,14 +41,14 @@ def check_command(path: str, policy_path: str | None = None, as_json: bool = Fal
         print(json.dumps({"file": str(path), **verdict.to_json()}))
         return 0 if verdict.accepted else 1
     status = "accepted" if verdict.accepted else f"rejected at stage {verdict.stage}"
-    print(f"mechanism {path}: {status}")
-    print(f"reason: {verdict.reason}")
+    print(f"mechanism {for_terminal(path)}: {status}")
+    print(f"reason: {for_terminal(verdict.reason)}")
     if verdict.name:
-        print(f"name: {verdict.name}   hooks: {', '.join(verdict.hooks) or '-'}")
+        print(f"name: {for_terminal(verdict.name)}   hooks: {for_terminal(', '.join(verdict.hooks)) or '-'}")
     for hook, out in verdict.outputs.items():
         print(f"  {hook}: {_short(out)}")
     if verdict.printed:
-        print("printed:\n  " + verdict.printed[-1000:].replace("\n", "\n  "))
+        print("printed:\n  " + for_terminal(verdict.printed[-1000:], lines=True).replace("\n", "\n  "))
     print("timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in verdict.timings_ms.items()))
     return 0 if verdict.accepted else 1
 
@@ -75,10 +76,10 @@ def replay_mechanism_command(run_dir: str, mech_id: str, policy_path: str | None
         else:
             header, records = read_replay(replay_path(run_dir, mech_id))
     except (ReplayError, ValueError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
+        print(f"replay: {for_terminal(exc)}", file=sys.stderr)
         return 2
     report = replay(header, records, pol)
-    name = header.get("name") or mech_id
+    name = for_terminal(header.get("name") or mech_id)
     if report.same:
         last = records[-1]["outcome"] if records else "no calls"
         print(f"replay of mechanism {mech_id} ({name}): same outcome"

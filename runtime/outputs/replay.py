@@ -11,6 +11,7 @@ from pathlib import Path
 from bilevel.inner import tasks
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.policy import from_data
 from bilevel.runtime.sandbox import engine, executor
 from bilevel.runtime.vocabulary import TrialStatus
@@ -45,8 +46,8 @@ def replay_trial(run_dir: Path, seq: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
                                **task.trial_inputs(), gpu=policy.gpu_ids() is not None)
-    print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({rec.reason})")
-    print(f"replayed: {r.status} val_bpb={r.val_bpb} ({r.reason})")
+    print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({for_terminal(rec.reason)})")
+    print(f"replayed: {r.status} val_bpb={r.val_bpb} ({for_terminal(r.reason)})")
     same = r.status == rec.status
     print("same outcome" if same else "outcome diverged")
     return 0 if same else 1

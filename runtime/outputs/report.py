@@ -22,7 +22,8 @@ from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.outputs.plot import is_offline, levels_of, plot_progress
-from bilevel.runtime.outputs.text import bpb, cell, changes_text, one_line
+from bilevel.runtime.outputs.safe_text import for_markdown
+from bilevel.runtime.outputs.text import bpb, cell, changes_text
 from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.vocabulary import MechanismOrigin, MechanismState
 
@@ -64,7 +65,7 @@ def _offline_statement(cfg: dict) -> str:
 
 def _header(view: RunView, run_arg: str) -> list[str]:
     run, cfg = view.run, view.config
-    state = (run.state if run else "?") + (f" — {run.state_reason}" if run and run.state_reason else "")
+    state = (run.state if run else "?") + (f" — {for_markdown(run.state_reason)}" if run and run.state_reason else "")
     out = [f"# bilevel run `{run.run_id if run else '?'}`", "",
            f"- **State:** {state}",
            f"- **Task:** {cfg.get('task', '?')} · per-trial training budget {cfg.get('budget', '?')} s"
@@ -131,8 +132,8 @@ def _results(view: RunView) -> list[str]:
         if not best.is_baseline:
             rec = _records(view).get(best.trial_id)
             out.append(f"- **Best trial's changes:** `{changes_text(best.changes)}`"
-                       + (f" — from {rec.source}" if rec and rec.source else ""))
-            out.append(f"- **Its hypothesis:** {one_line(best.hypothesis)}")
+                       + (f" — from {for_markdown(rec.source)}" if rec and rec.source else ""))
+            out.append(f"- **Its hypothesis:** {for_markdown(best.hypothesis)}")
             if rec and rec.config:
                 out.append(f"- **Its full config:** `{changes_text(rec.config)}`")
         else:
