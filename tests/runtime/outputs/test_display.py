@@ -83,3 +83,29 @@ def test_the_snapshot_comes_from_the_run_view_and_names_each_mechanism_state(tmp
     with LiveDisplay(out) as display:
         display.observe(progress)
     assert "run run-v: iteration 2/8, baseline 2.000000" in out.getvalue() and "mechanisms: new" in out.getvalue()
+
+
+def test_hostile_names_and_hypotheses_reach_neither_plain_lines_nor_the_frame():
+    from hostile_text import HOSTILE, assert_terminal_safe
+
+    def snap(recent, state="active"):
+        s = _snapshot(None, recent)
+        s["mechanisms"] = [{"name": HOSTILE, "state": state, "calls": {"suggest": 1}}]
+        return s
+
+    hostile = [{"seq": 1, "status": "crash", "val_bpb": None, "kept": False, "hypothesis": HOSTILE}]
+    out = io.StringIO()
+    with LiveDisplay(out) as display:               # plain-line mode
+        display.update(snap([]))
+        display.update(snap(hostile, state="quarantined"))
+    assert_terminal_safe(out.getvalue())
+    assert len(out.getvalue().splitlines()) == 3    # the newline in the text made no extra line
+
+    out = io.StringIO()
+    display = LiveDisplay(out, plain=False)         # the rich frame, rendered as a terminal would get it
+    display.console = type(display.console)(file=out, force_terminal=True, width=200)
+    display.update(snap(hostile))
+    display.console.print(display._render())
+    frame = out.getvalue()
+    assert "\x1b]" not in frame and "\x07" not in frame and "\u202e" not in frame   # no OSC, title, bidi
+    assert "\\x1b" in frame
