@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bilevel.runtime import logs
-
 from hostile_text import HOSTILE, RAW
+
+from bilevel.runtime import logs
 
 
 def test_log_jsonl_escapes_control_characters_and_keeps_one_line_per_event(tmp_path):

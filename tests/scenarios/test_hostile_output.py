@@ -8,9 +8,9 @@ import json
 import subprocess
 
 import pytest
+from hostile_text import HOSTILE, assert_terminal_safe, hostile_journal
 
 from bilevel_cli import BILEVEL
-from hostile_text import HOSTILE, assert_terminal_safe, hostile_journal
 
 
 def bilevel(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

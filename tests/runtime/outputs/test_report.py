@@ -198,11 +198,10 @@ def test_hostile_text_reaches_report_md_inert(tmp_path: Path):
 
 
 def test_hostile_mechanism_names_and_mathtext_cannot_break_the_plot(tmp_path: Path):
+    from hostile_text import hostile_journal, unescaped
     from matplotlib.figure import Figure
 
     from bilevel.runtime.outputs.plot import _activations, plot_progress
-
-    from hostile_text import hostile_journal, unescaped
 
     run = tmp_path / "run"
     hostile_journal(run)

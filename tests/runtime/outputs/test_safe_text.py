@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bilevel.runtime.outputs.safe_text import for_markdown, for_plot, for_rich, for_terminal
-
 from hostile_text import HOSTILE, assert_markdown_safe, assert_terminal_safe, unescaped
+
+from bilevel.runtime.outputs.safe_text import for_markdown, for_plot, for_rich, for_terminal
 
 
 def test_for_terminal_shows_every_control_character_escaped():
