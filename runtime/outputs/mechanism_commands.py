@@ -70,7 +70,7 @@ def replay_mechanism_command(run_dir: str, mech_id: str, policy_path: str | None
                 damaged = _damaged_inputs(journal, int(mech_id))
                 if damaged:
                     for line in damaged:
-                        print(f"replay: refused: {line}", file=sys.stderr)
+                        print(f"replay: refused: {for_terminal(line)}", file=sys.stderr)
                     return DAMAGED_ARTIFACT
                 header, records = journal_replay_inputs(journal, int(mech_id))
         else:

@@ -22,7 +22,7 @@ from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.outputs.plot import is_offline, levels_of, plot_progress
-from bilevel.runtime.outputs.safe_text import for_markdown
+from bilevel.runtime.outputs.safe_text import for_markdown, for_terminal
 from bilevel.runtime.outputs.text import bpb, cell, changes_text
 from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.vocabulary import MechanismOrigin, MechanismState
@@ -334,5 +334,5 @@ def damaged_lines(run_dir: Path) -> list[str]:
     """One warning line per use of a damaged artifact (the report's Artifacts section, for a terminal)."""
     with Journal.open_readonly(run_dir) as journal:
         view = RunView.read(journal)
-        return [f"warning: artifact {ref} ({where}) is {problem}: not used"
+        return [f"warning: artifact {ref} ({for_terminal(where)}) is {problem}: not used"
                 for ref, where, problem in view.damaged_artifacts(journal.artifacts)]
