@@ -29,7 +29,7 @@ def replay_trial(run_dir: Path, seq: int) -> int:
         rec = rows[-1]
         problem = journal.artifacts.verify(rec.script_sha) if rec.script_sha else "missing"
         if problem:
-            # Never replay on bytes other than the recorded ones: a damaged script is refused.
+            # Invariant 8 and replay's contract (exactly the recorded inputs): a damaged script is refused.
             print(f"replay: refused: trial {seq}'s script (artifact {rec.script_sha}) is {problem}",
                   file=sys.stderr)
             return DAMAGED_ARTIFACT
