@@ -1,7 +1,8 @@
 """Neutralising text that came from a sandbox or an LLM before a person sees it.
 
-Invariant 8 (what comes out of a sandbox is data), its text half. The rule (README, security): nothing a trial, a mechanism or an LLM wrote reaches a terminal or
-a document raw. Trial logs and log tails, mechanism names, section titles and texts, hypotheses,
+Invariant 8 (what comes out of a sandbox is data), its text half. The rule (README, security):
+nothing a trial, a mechanism or an LLM wrote reaches a terminal or a document raw. Trial logs
+and log tails, mechanism names, section titles and texts, hypotheses,
 LLM replies and decisions, and error messages quoting any of those go through one of these:
 
 - `for_terminal`: every control character is shown escaped (`\\x1b`, `\\r`, `\\x9b`, `\\u202e`),

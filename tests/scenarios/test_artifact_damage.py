@@ -16,6 +16,7 @@ import pytest
 
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_markdown
 
 from bilevel_cli import BILEVEL
 
@@ -83,7 +84,7 @@ def test_a_tampered_mechanism_source_is_reported_and_replay_refuses_it(finished_
     mech = view.mechanisms[0]
     j.artifacts.path(mech.source_ref).write_text("class Mechanism:\n    name = 'forged'\n")
     md, _ = _report(run)
-    assert f"mechanism {mech.mech_id} ({mech.name})'s source" in md
+    assert for_markdown(f"mechanism {mech.mech_id} ({mech.name})'s source") in md   # a cell: escaped
     r = bilevel("replay", str(run), "mechanism", str(mech.mech_id))
     assert r.returncode == 3, r.stdout + r.stderr
     assert "refused" in r.stderr and f"mechanism {mech.mech_id} ({mech.name})'s source" in r.stderr
