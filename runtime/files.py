@@ -16,6 +16,8 @@ from pathlib import Path
 # Under this much free space a run folder counts as full: a failed trial there may be the disk's
 # doing (its log or outputs could not be written), not the script's.
 NEARLY_FULL_BYTES = 1 << 20
+# The exit status of a command stopped by a full filesystem (EX_TEMPFAIL: retry once space is back).
+DISK_FULL_EXIT = 75
 
 
 def atomic_write(path: Path | str, data: bytes | str, *, durable: bool = False) -> Path:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bilevel.inner import edits, tasks
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.journal.store import Journal, JournalError
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.outputs.safe_text import for_terminal
@@ -144,7 +145,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bilevel.runtime.outputs import report
 
-    for name, path in report.write_report(Path(args.run)).items():
+    try:
+        paths = report.write_report(Path(args.run))
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        print(f"bilevel: report not written: {args.run}'s filesystem is full ({exc.strerror}); "
+              "the previous files are left whole", file=sys.stderr)
+        return DISK_FULL_EXIT
+    for name, path in paths.items():
         print(f"{name}: {path}")
     for line in report.damaged_lines(Path(args.run)):
         print(line, file=sys.stderr)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bilevel.runtime.files import disk_full
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.outputs import report
 from bilevel.runtime.outputs.display import LiveDisplay
 from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.policy import load
 from bilevel.runtime.run.config import RunConfig
-from bilevel.runtime.run.schedule import DISK_FULL, Progress, Run
+from bilevel.runtime.run.schedule import Progress, Run
 
 
 def execute(cfg: RunConfig, run_dir: Path) -> int:
@@ -42,6 +42,6 @@ def execute(cfg: RunConfig, run_dir: Path) -> int:
             raise
         print(f"report not written: the run folder's filesystem is full; `bilevel report {run_dir}` "
               "writes it once space is back", file=sys.stderr)
-        return code or DISK_FULL
+        return code or DISK_FULL_EXIT
     print(f"report: {paths['report.md']}")
     return code

@@ -26,7 +26,7 @@ from bilevel.inner.acceptance import noise_floor
 from bilevel.inner.loop import LoopState, Step, iterate
 from bilevel.inner.proposer import OfflineProposer, proposal_messages
 from bilevel.runtime import logs
-from bilevel.runtime.files import disk_full
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.journal.records import Trial
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
@@ -40,8 +40,6 @@ from bilevel.runtime.run.mechanisms import RunMechanisms
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
 from bilevel.runtime.vocabulary import Level, RunState, TrialKind
-
-DISK_FULL = 75   # the exit status of a run stopped by a full run folder (EX_TEMPFAIL: resume later)
 
 
 @dataclass(frozen=True)
@@ -292,7 +290,7 @@ class Run:
                 raise
         log.error("run_disk_full", error=str(exc)[:300])
         print(f"run {run_id}: stopped ({reason})", file=sys.stderr)
-        return DISK_FULL
+        return DISK_FULL_EXIT
 
     def _last_word(self, journal: Journal, schedule: Schedule | None) -> None:
         """However the run ended, the observers (results.tsv, the display) see its final journal."""

@@ -98,3 +98,20 @@ def test_a_full_run_folder_stops_cleanly_and_resumes_without_loss(small_fs):
     assert len(rows) == 5 and (run / "report.md").is_file()
     assert not [p for p in run.rglob("*.tmp")]                         # no torn atomic writes left
     assert os.path.getsize(run / "journal.db") > 0
+
+
+def test_report_on_a_full_filesystem_says_so_and_leaves_the_old_files_whole(small_fs):
+    from hostile_text import hostile_journal
+
+    run = small_fs / "run"
+    hostile_journal(run, state_reason=False)
+    r = subprocess.run([*BILEVEL, "report", str(run)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before = (run / "report.md").read_bytes()
+    filler = _fill(small_fs)
+    r = subprocess.run([*BILEVEL, "report", str(run)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 75 and "filesystem is full" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (run / "report.md").read_bytes() == before                   # the old report is whole
+    filler.unlink()
+    r = subprocess.run([*BILEVEL, "report", str(run)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
