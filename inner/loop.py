@@ -103,9 +103,11 @@ def gather(state: LoopState, step: Step, view: dict, effects: dict) -> tuple[lis
     return sections, merge_constraints(cons)
 
 
-def _check(cand: dict, state: LoopState, step: Step, merged: dict) -> tuple[dict | None, str]:
+def _check(cand: dict, state: LoopState, step: Step, merged: dict,
+           frozen: list[str] | None = None) -> tuple[dict | None, str]:
     """A candidate's checked changes, or None and why: the space, the constraints, then `refuse`."""
-    values, why = check_candidate(cand, state.space, state.incumbent, state.frozen, merged)
+    frozen = state.frozen if frozen is None else frozen
+    values, why = check_candidate(cand, state.space, state.incumbent, frozen, merged)
     if values is not None and step.refuse is not None:
         refused = step.refuse({**state.incumbent, **values})
         if refused:
@@ -144,6 +146,11 @@ def pick(state: LoopState, step: Step, view: dict, effects: dict, merged: dict,
         kept = [c for c in reviewed if isinstance(c, dict)]
         if [_contract(c) for c in kept] != [_contract(c) for c in candidates]:
             effects.setdefault(name, {})["reviewed"] = {"in": len(candidates), "out": len(kept)}
+        if _admissible(state, step, candidates, merged) and not _admissible(state, step, kept, merged):
+            # A review may narrow the list, never empty it: the reviewer goes, its output is dropped.
+            _quarantine(step, name, "review", f"its review left none of {len(candidates)} admissible "
+                        f"candidates admissible ({len(kept)} returned)", effects)
+            continue
         candidates = [_with_source(c, candidates, name) for c in kept]
     for cand in candidates:  # again: a reviewer may have changed them
         values, why = _check(cand, state, step, merged)
@@ -151,12 +158,74 @@ def pick(state: LoopState, step: Step, view: dict, effects: dict, merged: dict,
             return {"changes": values, "hypothesis": str(cand.get("hypothesis", ""))[:500],
                     "source": cand.get("source", "proposer")}, rejected
         rejected.append({"source": cand.get("source"), "changes": cand.get("changes"), "why": why})
-    for _ in range(50):   # every candidate was refused: a constrained offline step
+    cons = [(name, e["constraints"]) for name, e in effects.items() if "constraints" in e]
+    cand, _merged = _fallback(state, step, cons, merged, effects)
+    return cand, rejected
+
+
+def _admissible(state: LoopState, step: Step, cands: list[dict], merged: dict) -> bool:
+    return any(_check(c, state, step, merged)[0] is not None for c in cands)
+
+
+def _quarantine(step: Step, name: str, hook: str, why: str, effects: dict) -> None:
+    """Invariant: no mechanism can end or stall a run. A mechanism whose output leaves the loop
+    with nothing admissible to run is quarantined (journaled with the reason, like a failed call),
+    and the iteration goes on without it."""
+    step.mechs.quarantine(name, hook, why)
+    effects.setdefault(name, {})["quarantined"] = f"{hook}: {why}"
+
+
+def _draw(state: LoopState, step: Step, merged: dict, frozen: list[str]) -> dict | None:
+    """A constrained offline step: seeded draws, then a deterministic sweep of the space's edges
+    and of each constraint's range (a narrow range is rarely hit by a random draw)."""
+    for _ in range(50):
         cand = step.offline.propose(state.incumbent, state.active, state.history)
-        values, why = _check(cand, state, step, merged)
+        values, _why = _check(cand, state, step, merged, frozen)
         if values is not None:
-            return {**cand, "changes": values, "source": "fallback"}, rejected
-    raise RuntimeError("no candidate satisfies the constraints and the search space")
+            return {**cand, "changes": values, "source": "fallback"}
+    for name, param in sorted(state.space.items()):
+        for value in _edges(param, state.incumbent.get(name), merged["ranges"].get(name)):
+            cand = {"changes": {name: value}, "hypothesis": f"constrained step: {name}={value!r}"}
+            values, _why = _check(cand, state, step, merged, frozen)
+            if values is not None:
+                return {**cand, "changes": values, "source": "fallback"}
+    return None
+
+
+def _edges(param: Param, current: Any, rng: tuple | None) -> list:
+    if param.type == "bool":
+        return [not current]
+    if param.type == "choice":
+        return list(param.values)
+    points = [p for p in (param.min, param.max) if p is not None]
+    if rng is not None and rng[0] <= rng[1]:
+        points += [rng[0], rng[1], (rng[0] + rng[1]) / 2]
+    if len(points) >= 2:
+        points.append((points[0] + points[1]) / 2)
+    return [int(round(p)) if param.type == "int" else float(p) for p in points]
+
+
+def _fallback(state: LoopState, step: Step, cons: list, merged: dict, effects: dict) -> tuple[dict, dict]:
+    """Every candidate was refused: a constrained offline step. Where the mechanisms' constraints
+    leave none, the mechanisms responsible are quarantined one by one (first those whose own
+    constraints leave nothing, then the latest to join) until a step fits."""
+    cons = list(cons)
+    while True:
+        cand = _draw(state, step, merged, state.frozen)
+        if cand is not None:
+            return cand, merged
+        if not cons:
+            break
+        alone = [i for i, c in enumerate(cons) if _draw(state, step, merge_constraints([c]), state.frozen) is None]
+        name, _c = cons.pop(alone[0] if alone else len(cons) - 1)
+        why = "its constraints leave no admissible candidate" + ("" if alone else " with the others'")
+        _quarantine(step, name, "constraints", why, effects)
+        merged = merge_constraints(cons)
+    # The strategy level froze every constant that could move: one step ignores the freeze.
+    cand = _draw(state, step, merged, [])
+    if cand is None:
+        raise RuntimeError("the search space admits no change at all")  # a task's bug, not a mechanism's
+    return cand, merged
 
 
 def iterate(state: LoopState, step: Step, chosen: dict | None = None) -> dict:

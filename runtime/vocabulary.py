@@ -63,6 +63,12 @@ class HookOutcome(StrEnum):
     MEMORY = "memory"
 
 
+class MechanismFault(StrEnum):
+    """Why the loop itself quarantined a mechanism whose calls all succeeded."""
+
+    NO_CANDIDATE = "no_candidate"   # its constraints or review left nothing admissible to run
+
+
 class MechanismOrigin(StrEnum):
     LIBRARY = "library"
     GENERATED = "generated"
@@ -90,3 +96,8 @@ class Level(StrEnum):
 
 
 LEVELS = tuple(Level)
+
+
+# The journal event a Level 2 session writes before it activates anything (its outcome is the
+# `research_session` decision written after); `RunView.research_in_flight` pairs them.
+RESEARCH_INTENT = "research_intent"

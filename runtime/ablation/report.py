@@ -16,6 +16,7 @@ from bilevel.runtime.ablation.protocol import GROUPS, read_manifest, run_folder
 from bilevel.runtime.ablation.stats import GroupSummary, RunResult, TestResult, compare, flags, read_run, summarize
 from bilevel.runtime.files import atomic_write
 from bilevel.runtime.outputs.plot import save_figure
+from bilevel.runtime.outputs.safe_text import for_markdown
 from bilevel.runtime.outputs.text import cell
 
 COLORS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab:purple"}
@@ -156,8 +157,8 @@ def markdown(out: Path, manifest: dict, results: list[RunResult]) -> str:
         "", "## Does C differ from A and from B beyond noise?", "", *_tests(compare(summaries), noise),
         "", "## Flags", "",
     ]
-    lines += [f"- ⚠ {f}" for f in flags(results)] or ["None: every Level 2 run called its mechanisms, and every "
-                                                       "run finished its iterations."]
+    lines += [f"- ⚠ {for_markdown(f)}" for f in flags(results)] or [
+        "None: every Level 2 run called its mechanisms, and every run finished its iterations."]
     lines += ["", "## Mechanism hook calls", "", *_mechanisms_table(results),
               "", "## Runs", "", *_runs_table(results),
               "", f"_Written {datetime.now(UTC).isoformat(timespec='seconds')} by `bilevel ablate` from "

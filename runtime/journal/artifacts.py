@@ -80,3 +80,21 @@ class ArtifactStore:
 
     def get_text(self, ref: str) -> str:
         return self.get(ref).decode("utf-8")
+
+    def verify(self, ref: str) -> str | None:
+        """None when `ref` is present and whole; else what is wrong with it, in words."""
+        try:
+            check_ref(ref)
+            size = self.path(ref).stat().st_size
+            self.get(ref)
+        except FileNotFoundError:
+            return "missing"
+        except ArtifactError as exc:
+            if "not an artifact ref" in str(exc):
+                return "not a valid ref"
+            if "no artifact" in str(exc):
+                return "missing"
+            return f"tampered or truncated ({size} bytes; its sha256 no longer matches its name)"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or exc})"
+        return None

@@ -503,6 +503,17 @@ class Journal:
             row["output"] = self._unpack(row.pop("output"), row.pop("output_ref"))
         return rows
 
+    def mechanism_call_refs(self) -> list[dict]:
+        """The artifact refs of large hook inputs and outputs: {mech_id, seq, hook, field, ref}."""
+        out = []
+        for row in self._rows("SELECT mech_id, seq, hook, input_ref, output_ref FROM mechanism_calls"
+                              " WHERE input_ref IS NOT NULL OR output_ref IS NOT NULL ORDER BY mech_id, seq"):
+            for field in ("input", "output"):
+                if row[f"{field}_ref"]:
+                    out.append({"mech_id": row["mech_id"], "seq": row["seq"], "hook": row["hook"],
+                                "field": field, "ref": row[f"{field}_ref"]})
+        return out
+
     def _pack(self, value: Any) -> tuple[str | None, str | None]:
         """(inline JSON, None), or (None, artifact ref) when large. The artifact is written
         before the row, so a ref in the journal always names a file that exists."""

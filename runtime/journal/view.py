@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bilevel.runtime.journal.artifacts import ArtifactStore
 from bilevel.runtime.journal.records import Decision, Iteration, LLMUse, Mechanism, RunInfo, Trial
 from bilevel.runtime.journal.schema import TRIAL_STATUSES
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.vocabulary import Level, SlotState
+from bilevel.runtime.vocabulary import RESEARCH_INTENT, Level, SlotState
 
 # The journal event that says which slot (CPU set, GPU ids) an attempt ran in; written as the
 # attempt's row is, before its container starts.
@@ -36,6 +37,8 @@ class RunView:
     llm_levels: tuple[LLMUse, ...]
     llm_totals: dict[str, Any]             # {calls, tokens, usd}: the status contract's `llm`
     slot_events: tuple[dict, ...] = ()     # {trial_id, seq, slot, cpuset, cpus, gpus, gpu_count}
+    research_intents: tuple[dict, ...] = ()  # Level 2 decisions journaled before they were carried out
+    call_refs: tuple[dict, ...] = ()       # artifact refs of large hook inputs and outputs
 
     @classmethod
     def read(cls, journal: Journal) -> RunView:
@@ -55,6 +58,8 @@ class RunView:
                              for row in journal.llm_by_level()),
             llm_totals=journal.llm_totals(),
             slot_events=tuple(e["payload"] for e in journal.events(SLOT_EVENT)),
+            research_intents=tuple(e["payload"] for e in journal.events(RESEARCH_INTENT)),
+            call_refs=tuple(journal.mechanism_call_refs()),
         )
 
     # ---- the run ----------------------------------------------------------------------------
@@ -164,6 +169,45 @@ class RunView:
     def decided(self, level: str, iteration: int) -> bool:
         """Whether a Level 1.5 or Level 2 decision was recorded at this iteration."""
         return any(d.level == level and d.iteration == iteration for d in self.decisions)
+
+    def research_in_flight(self, iteration: int) -> dict | None:
+        """The Level 2 decision in flight at `iteration`: journaled as an intent, its outcome not
+        yet (a crash came between them). A resume carries out this one, never a new draw."""
+        if self.decided(Level.RESEARCH, iteration):
+            return None
+        return next((i for i in reversed(self.research_intents)
+                     if isinstance(i, dict) and i.get("iteration") == iteration), None)
+
+    # ---- artifacts ------------------------------------------------------------------------------
+
+    def artifact_uses(self) -> list[tuple[str, str]]:
+        """(ref, where the run used it) for every artifact the journal names, in journal order."""
+        uses: list[tuple[str, str]] = []
+        for t in self.attempts:
+            label = f"trial {t.seq}" + (f" attempt {t.attempt}" if t.attempt > 1 else "")
+            uses += [(t.script_sha, f"{label}'s script"), (t.log_ref, f"{label}'s log")]
+        uses += [(m.source_ref, f"mechanism {m.mech_id} ({m.name})'s source") for m in self.mechanisms]
+        for c in self.call_refs:
+            uses.append((c["ref"], f"mechanism {c['mech_id']}'s call {c['seq']} ({c['hook']}) {c['field']}"))
+        for d in self.decisions_at(Level.RESEARCH):
+            p = d.payload if isinstance(d.payload, dict) else {}
+            uses.append((p.get("source_ref"), f"Level 2 session {p.get('cycle')}'s module"))
+            for r in p.get("rounds") or []:
+                for key in ("prompt", "output"):
+                    uses.append((r.get(f"{key}_ref"), f"Level 2 session {p.get('cycle')}'s {r.get('round')} {key}"))
+        seen: set[tuple[str, str]] = set()
+        return [u for u in uses if u[0] and not (u in seen or seen.add(u))]
+
+    def damaged_artifacts(self, store: ArtifactStore) -> list[tuple[str, str, str]]:
+        """(ref, where it was used, what is wrong) for each artifact that fails verification."""
+        problems: dict[str, str | None] = {}
+        out = []
+        for ref, where in self.artifact_uses():
+            if ref not in problems:
+                problems[ref] = store.verify(ref)
+            if problems[ref]:
+                out.append((ref, where, problems[ref]))
+        return out
 
     def record_of(self, trial_id: int | None) -> Iteration | None:
         return next((r for r in self.iterations if r.trial_id is not None and r.trial_id == trial_id), None)

@@ -382,9 +382,11 @@ class SandboxedMechanism:
 
     # -- quarantine -------------------------------------------------------------------------
 
-    def quarantine(self, reason: str) -> None:
-        """Disable this mechanism from outside (e.g. a supervisor decision)."""
-        self._quarantine("error", reason, hook=None)
+    def quarantine(self, reason: str, *, hook: str | None = None, outcome: str = "error") -> None:
+        """Disable this mechanism from outside (e.g. the loop found its output leaves nothing to
+        run); `hook` and its last call's seq go with the reason, so a replay shows that call."""
+        seq = next((r.seq for r in reversed(self.records) if r.hook == hook), None) if hook else None
+        self._quarantine(outcome, reason, hook=hook, seq=seq)
 
     def _quarantine(self, outcome: str, error: str, *, hook: str | None, input: Any = None,
                     seq: int | None = None) -> None:
@@ -425,8 +427,17 @@ class MechanismSet:
             if m.active and "review" in m.hooks:
                 r = m.call("review", candidates, view)
                 if r.ok:
-                    candidates = r.value
-                    yield m.name, candidates
+                    yield m.name, r.value
+                    if m.active:  # a reviewer the caller quarantined for its output is not followed
+                        candidates = r.value
+
+    def quarantine(self, name: str, hook: str, reason: str, outcome: str = "error") -> bool:
+        """Quarantine the active mechanism called `name` from outside; False if none is."""
+        for m in self.mechs:
+            if m.active and m.name == name:
+                m.quarantine(reason, hook=hook, outcome=outcome)
+                return True
+        return False
 
     def status(self) -> list[dict]:
         return [{"mech_id": m.mech_id, "name": m.name, "active": m.active,

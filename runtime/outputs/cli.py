@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 from bilevel.inner import edits, tasks
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.journal.store import Journal, JournalError
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.policy import PolicyError, load
 from bilevel.runtime.sandbox import doctor, engine, executor, images
 from bilevel.runtime.sandbox.images import ImageError
@@ -79,8 +81,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        print(result.log_tail[-1500:])
-        print(f"trial {result.trial_id}: {result.status} ({result.reason})")
+        print(for_terminal(result.log_tail[-1500:], lines=True))   # the script's output: shown escaped
+        print(f"trial {result.trial_id}: {result.status} ({for_terminal(result.reason)})")
         print(f"  val_bpb {result.val_bpb}  wall {result.wall_seconds:.1f} s  "
               f"training {result.training_seconds} s  peak_mem {result.peak_mem_mb} MB")
         print(f"  log: {work / 'log.txt'}")
@@ -137,11 +139,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"run {summary['run_id']}: {summary['state']} ({summary['state_reason']})")
+    print(f"run {summary['run_id']}: {summary['state']} ({for_terminal(summary['state_reason'])})")
     print(f"  trials: {', '.join(f'{k} {v}' for k, v in summary['trials'].items() if v)}")
     print(f"  baseline {summary['baseline_val_bpb']}  best {summary['best_val_bpb']}")
     for m in summary["mechanisms"]:
-        print(f"  mechanism {m['name']} ({m['origin']}, {m['state']}): {m['calls']}")
+        print(f"  mechanism {for_terminal(m['name'])} ({m['origin']}, {m['state']}): {m['calls']}")
     print(f"  llm: {summary['llm']}")
     return 0
 
@@ -149,8 +151,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bilevel.runtime.outputs import report
 
-    for name, path in report.write_report(Path(args.run)).items():
+    try:
+        paths = report.write_report(Path(args.run))
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        print(f"bilevel: report not written: {args.run}'s filesystem is full ({exc.strerror}); "
+              "the previous files are left whole", file=sys.stderr)
+        return DISK_FULL_EXIT
+    for name, path in paths.items():
         print(f"{name}: {path}")
+    for line in report.damaged_lines(Path(args.run)):
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -307,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError, RayUnavailable) as exc:
-        print(f"bilevel: {exc}", file=sys.stderr)
+        print(f"bilevel: {for_terminal(exc)}", file=sys.stderr)  # a message may quote untrusted text
         return 2
 
 

@@ -18,11 +18,13 @@ from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape as rich_escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.run.schedule import Progress
 from bilevel.runtime.vocabulary import MechanismState
 
@@ -49,7 +51,7 @@ def snapshot(progress: Progress) -> dict:
 
 
 def _fmt_changes(changes: dict | None, limit: int = 90) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in sorted((changes or {}).items())) or "(no changes)"
+    text = for_terminal(", ".join(f"{k}={v}" for k, v in sorted((changes or {}).items())) or "(no changes)")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -67,7 +69,8 @@ def _fmt_secs(seconds: float | None) -> str:
 
 
 def _short(text: Any, limit: int) -> str:
-    s = " ".join(str(text or "").split())
+    """One line of untrusted text (a hypothesis, a name), control characters shown escaped."""
+    s = " ".join(for_terminal(text or "", lines=True).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -153,7 +156,7 @@ class LiveDisplay:
             lines.append(f"run {snap.get('run_id', '?')}: iteration {snap.get('iteration', 0)}/"
                          f"{snap.get('iterations', '?')}, baseline {_fmt_bpb(snap.get('baseline'))}, "
                          f"best {_fmt_bpb(best)}" + (f" (trial {best_seq})" if best_seq is not None else "")
-                         + (f", mechanisms: {', '.join(active)}" if active else ""))
+                         + (f", mechanisms: {_short(', '.join(active), 200)}" if active else ""))
         for r in sorted(recent, key=lambda r: r["seq"]):
             if self._seen.get(r["seq"]) == r.get("status"):
                 continue
@@ -181,7 +184,7 @@ class LiveDisplay:
                          f"{_fmt_changes(trial.get('changes'))}")
         for name, state in mechs.items():
             if self._mech_state.get(name) != state:
-                lines.append(f"mechanism {name} {state}")
+                lines.append(f"mechanism {_short(name, 80)} {state}")
         self._mech_state = mechs
         return lines
 
@@ -228,7 +231,7 @@ class LiveDisplay:
         grid.add_row(Text(f"trial {trial.get('seq')}", style="bold"),
                      ProgressBar(total=budget, completed=min(elapsed, budget), complete_style=bar_style),
                      Text(f"{_fmt_secs(elapsed)} / {_fmt_secs(budget)}{limit}", style="yellow" if over else ""))
-        return Group(grid, Text(_fmt_changes(trial.get("changes"), 200), style="dim"))
+        return Group(grid, Text(_fmt_changes(trial.get("changes"), 200), style="dim"))  # Text: no markup
 
     def _summary_view(self, snap: dict, age: float) -> Table:
         best = snap.get("best") or {}
@@ -263,7 +266,7 @@ class LiveDisplay:
         for m in mechs:
             state = STATE_STYLE.get(m["state"], m["state"])
             calls = ", ".join(f"{h} {n}" for h, n in sorted((m.get("calls") or {}).items())) or "—"
-            t.add_row(m.get("name", "?"), state, calls)
+            t.add_row(rich_escape(_short(m.get("name", "?"), 64)), state, calls)
         return t
 
     def _recent_view(self, snap: dict) -> Any:
@@ -277,5 +280,5 @@ class LiveDisplay:
             status = r.get("status", "?")
             style = "green" if r.get("kept") else ("red" if status not in ("ok", "running") else "")
             t.add_row(str(r["seq"]), status, _fmt_bpb(r.get("val_bpb")), "yes" if r.get("kept") else "",
-                      _short(r.get("hypothesis"), 100), style=style)
+                      rich_escape(_short(r.get("hypothesis"), 100)), style=style)
         return t

@@ -3,8 +3,10 @@ display and results.tsv watch it, and the report is written when it ends."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.outputs import report
 from bilevel.runtime.outputs.display import LiveDisplay
 from bilevel.runtime.outputs.tsv import write_results
@@ -33,6 +35,13 @@ def execute(cfg: RunConfig, run_dir: Path) -> int:
             print("OFFLINE: Level 1 uses the seeded offline proposer, Level 1.5 its heuristic, and Level 2 "
                   "draws from the reference mechanism library (loaded through the same sandbox).")
         code = runner.execute()
-    paths = report.write_report(run_dir)
+    try:
+        paths = report.write_report(run_dir)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        print(f"report not written: the run folder's filesystem is full; `bilevel report {run_dir}` "
+              "writes it once space is back", file=sys.stderr)
+        return code or DISK_FULL_EXIT
     print(f"report: {paths['report.md']}")
     return code

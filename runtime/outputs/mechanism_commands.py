@@ -12,16 +12,19 @@ from pathlib import Path
 
 from bilevel.runtime import policy as policy_mod
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.mechanisms.host import replay_path
 from bilevel.runtime.mechanisms.replay import ReplayError, read_replay, replay
 from bilevel.runtime.mechanisms.validation import validate
+from bilevel.runtime.outputs.replay import DAMAGED_ARTIFACT
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.run.mechanisms import journal_replay_inputs
 
 SHOW = 600   # characters of each hook output in the human-readable verdict
 
 
 def _short(value) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value)  # ensure_ascii: every control and non-ASCII character arrives escaped
     return text if len(text) <= SHOW else text[:SHOW] + f"... ({len(text)} chars)"
 
 
@@ -38,16 +41,24 @@ def check_command(path: str, policy_path: str | None = None, as_json: bool = Fal
         print(json.dumps({"file": str(path), **verdict.to_json()}))
         return 0 if verdict.accepted else 1
     status = "accepted" if verdict.accepted else f"rejected at stage {verdict.stage}"
-    print(f"mechanism {path}: {status}")
-    print(f"reason: {verdict.reason}")
+    print(f"mechanism {for_terminal(path)}: {status}")
+    print(f"reason: {for_terminal(verdict.reason)}")
     if verdict.name:
-        print(f"name: {verdict.name}   hooks: {', '.join(verdict.hooks) or '-'}")
+        print(f"name: {for_terminal(verdict.name)}   hooks: {for_terminal(', '.join(verdict.hooks)) or '-'}")
     for hook, out in verdict.outputs.items():
         print(f"  {hook}: {_short(out)}")
     if verdict.printed:
-        print("printed:\n  " + verdict.printed[-1000:].replace("\n", "\n  "))
+        print("printed:\n  " + for_terminal(verdict.printed[-1000:], lines=True).replace("\n", "\n  "))
     print("timings: " + ", ".join(f"{k} {v:.1f} ms" for k, v in verdict.timings_ms.items()))
     return 0 if verdict.accepted else 1
+
+
+def _damaged_inputs(journal: Journal, mech_id: int) -> list[str]:
+    """What a replay of `mech_id` would read that fails verification: its source, its calls' artifacts."""
+    view = RunView.read(journal)
+    mine = (f"mechanism {mech_id} (", f"mechanism {mech_id}'s ")
+    return [f"{where} (artifact {ref}) is {problem}"
+            for ref, where, problem in view.damaged_artifacts(journal.artifacts) if where.startswith(mine)]
 
 
 def replay_mechanism_command(run_dir: str, mech_id: str, policy_path: str | None = None) -> int:
@@ -56,14 +67,19 @@ def replay_mechanism_command(run_dir: str, mech_id: str, policy_path: str | None
     try:
         if (Path(run_dir) / "journal.db").exists():
             with Journal.open_readonly(run_dir) as journal:
+                damaged = _damaged_inputs(journal, int(mech_id))
+                if damaged:
+                    for line in damaged:
+                        print(f"replay: refused: {for_terminal(line)}", file=sys.stderr)
+                    return DAMAGED_ARTIFACT
                 header, records = journal_replay_inputs(journal, int(mech_id))
         else:
             header, records = read_replay(replay_path(run_dir, mech_id))
     except (ReplayError, ValueError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
+        print(f"replay: {for_terminal(exc)}", file=sys.stderr)
         return 2
     report = replay(header, records, pol)
-    name = header.get("name") or mech_id
+    name = for_terminal(header.get("name") or mech_id)
     if report.same:
         last = records[-1]["outcome"] if records else "no calls"
         print(f"replay of mechanism {mech_id} ({name}): same outcome"

@@ -10,6 +10,7 @@ from pathlib import Path
 from bilevel.runtime.files import atomic_write
 from bilevel.runtime.journal.records import Trial
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_plot
 from bilevel.runtime.vocabulary import MechanismState
 
 COLORS = ["tab:purple", "tab:blue", "tab:orange", "tab:brown", "tab:cyan", "tab:olive"]
@@ -154,7 +155,7 @@ def _activations(ax, view: RunView) -> None:
         x = activation_x(view, m.activated_at_iteration)
         color = COLORS[i % len(COLORS)]
         ax.axvline(x, color=color, linestyle=":", linewidth=1.8, zorder=1)
-        label = f"{m.name} (iteration {m.activated_at_iteration})"
+        label = f"{for_plot(m.name, 48)} (iteration {m.activated_at_iteration})"
         if m.state == MechanismState.QUARANTINED:
             label += f"\n quarantined at iteration {m.quarantined_at_iteration}"
         elif m.state == MechanismState.RETIRED and m.retired_after is not None:

@@ -4,15 +4,19 @@ the outcome is the same."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 from bilevel.inner import tasks
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
+from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.policy import from_data
 from bilevel.runtime.sandbox import engine, executor
 from bilevel.runtime.vocabulary import TrialStatus
+
+DAMAGED_ARTIFACT = 3   # replay's exit status when an artifact it needs fails verification
 
 
 def replay_trial(run_dir: Path, seq: int) -> int:
@@ -23,6 +27,12 @@ def replay_trial(run_dir: Path, seq: int) -> int:
             print(f"replay: run {view.run.run_id} has no finished trial with seq {seq}")
             return 2
         rec = rows[-1]
+        problem = journal.artifacts.verify(rec.script_sha) if rec.script_sha else "missing"
+        if problem:
+            # Invariant 8 and replay's contract (exactly the recorded inputs): a damaged script is refused.
+            print(f"replay: refused: trial {seq}'s script (artifact {rec.script_sha}) is {problem}",
+                  file=sys.stderr)
+            return DAMAGED_ARTIFACT
         script = journal.artifacts.get_text(rec.script_sha)
     cfg = view.config
     policy = from_data(view.run.policy, "journal")
@@ -36,8 +46,8 @@ def replay_trial(run_dir: Path, seq: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
                                **task.trial_inputs(), gpu=policy.gpu_ids() is not None)
-    print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({rec.reason})")
-    print(f"replayed: {r.status} val_bpb={r.val_bpb} ({r.reason})")
+    print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({for_terminal(rec.reason)})")
+    print(f"replayed: {r.status} val_bpb={r.val_bpb} ({for_terminal(r.reason)})")
     same = r.status == rec.status
     print("same outcome" if same else "outcome diverged")
     return 0 if same else 1

@@ -17,11 +17,13 @@ from typing import Any
 
 from bilevel.outer import portfolio
 from bilevel.runtime.files import atomic_write
+from bilevel.runtime.journal.artifacts import ArtifactError
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.outputs.plot import is_offline, levels_of, plot_progress, plot_slots
-from bilevel.runtime.outputs.text import bpb, cell, changes_text, one_line
+from bilevel.runtime.outputs.safe_text import for_markdown, for_terminal
+from bilevel.runtime.outputs.text import bpb, cell, changes_text
 from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.vocabulary import MechanismOrigin, MechanismState
 
@@ -63,7 +65,7 @@ def _offline_statement(cfg: dict) -> str:
 
 def _header(view: RunView, run_arg: str) -> list[str]:
     run, cfg = view.run, view.config
-    state = (run.state if run else "?") + (f" — {run.state_reason}" if run and run.state_reason else "")
+    state = (run.state if run else "?") + (f" — {for_markdown(run.state_reason)}" if run and run.state_reason else "")
     out = [f"# bilevel run `{run.run_id if run else '?'}`", "",
            f"- **State:** {state}",
            f"- **Task:** {cfg.get('task', '?')} · per-trial training budget {cfg.get('budget', '?')} s"
@@ -130,8 +132,8 @@ def _results(view: RunView) -> list[str]:
         if not best.is_baseline:
             rec = _records(view).get(best.trial_id)
             out.append(f"- **Best trial's changes:** `{changes_text(best.changes)}`"
-                       + (f" — from {rec.source}" if rec and rec.source else ""))
-            out.append(f"- **Its hypothesis:** {one_line(best.hypothesis)}")
+                       + (f" — from {for_markdown(rec.source)}" if rec and rec.source else ""))
+            out.append(f"- **Its hypothesis:** {for_markdown(best.hypothesis)}")
             if rec and rec.config:
                 out.append(f"- **Its full config:** `{changes_text(rec.config)}`")
         else:
@@ -274,8 +276,7 @@ def _failures(view: RunView, journal: Journal, run_arg: str) -> list[str]:
                 "| id | name | quarantined at iteration | reason | failing call | reproduce |",
                 "|---:|---|---:|---|---|---|"]
         for m in quarantined:
-            bad = [c for c in journal.mechanism_calls(m.mech_id) if c["outcome"] != "ok"]
-            call = f"{bad[-1]['hook']} → {bad[-1]['outcome']}: {cell(bad[-1]['error'], 80)}" if bad else "—"
+            call = _failing_call(journal, m.mech_id)
             cmd = f"bilevel replay {run_arg} mechanism {m.mech_id}"
             at = "—" if m.quarantined_at_iteration is None else m.quarantined_at_iteration
             out.append(f"| {m.mech_id} | {cell(m.name, 40)} | {at} | {cell(m.quarantine_reason, 120)} "
@@ -295,10 +296,32 @@ def _slot_timeline(view: RunView) -> list[str]:
     return out + ["", "![slot timeline](slots.png)"]
 
 
+def _failing_call(journal: Journal, mech_id: int) -> str:
+    try:
+        bad = [c for c in journal.mechanism_calls(mech_id) if c["outcome"] != "ok"]
+    except ArtifactError:  # a damaged call artifact is named in the Artifacts section, never used
+        return "— (a journaled call's artifact is damaged: see Artifacts)"
+    return f"{bad[-1]['hook']} → {bad[-1]['outcome']}: {cell(bad[-1]['error'], 80)}" if bad else "—"
+
+
+def _artifacts(view: RunView, journal: Journal) -> list[str]:
+    """Every artifact the journal names, verified against its sha256 as the report is written."""
+    uses = view.artifact_uses()
+    damaged = view.damaged_artifacts(journal.artifacts)
+    out = ["", "## Artifacts", ""]
+    if not damaged:
+        return out + [f"All {len({r for r, _ in uses})} artifacts the journal names match their sha256."]
+    out += [f"**{len(damaged)} use(s) of damaged artifacts: the report and `bilevel replay` do not use "
+            "their content.**", "", "| artifact | used as | problem |", "|---|---|---|"]
+    out += [f"| `{ref[:16]}…` | {cell(where, 80)} | {cell(problem, 100)} |" for ref, where, problem in damaged]
+    return out
+
+
 def report_markdown(view: RunView, journal: Journal, run_arg: str) -> str:
     """The whole report.md text; `run_arg` is how replay commands name the run directory."""
-    lines = (_header(view, run_arg) + _results(view) + _slot_timeline(view) + _mechanism_table(view) + _llm_table(view)
-             + _decisions(view) + _failures(view, journal, run_arg) + _trial_table(view))
+    lines = (_header(view, run_arg) + _results(view) + _slot_timeline(view) + _mechanism_table(view)
+             + _llm_table(view) + _decisions(view) + _failures(view, journal, run_arg) + _artifacts(view, journal)
+             + _trial_table(view))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written {stamp} from the run's journal by `bilevel report`._", ""]
     return "\n".join(lines)
@@ -318,3 +341,11 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     return paths
 
 
+
+
+def damaged_lines(run_dir: Path) -> list[str]:
+    """One warning line per use of a damaged artifact (the report's Artifacts section, for a terminal)."""
+    with Journal.open_readonly(run_dir) as journal:
+        view = RunView.read(journal)
+        return [f"warning: artifact {ref} ({for_terminal(where)}) is {problem}: not used"
+                for ref, where, problem in view.damaged_artifacts(journal.artifacts)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bilevel.runtime.outputs.safe_text import for_markdown, for_terminal
+
 
 def one_line(text: Any) -> str:
-    """Tabs and newlines would break a TSV row or a Markdown table cell."""
-    return " ".join(str(text or "").split())
+    """Tabs and newlines would break a TSV row; control characters are shown escaped."""
+    return " ".join(for_terminal(text or "", lines=True).split())
 
 
 def short(text: Any, limit: int) -> str:
@@ -17,9 +19,8 @@ def short(text: Any, limit: int) -> str:
 
 
 def cell(text: Any, limit: int = 120) -> str:
-    """A Markdown table cell: one line, pipes escaped, cut to `limit`."""
-    s = one_line(text).replace("|", "\\|")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    """A Markdown table cell: one line of inert Markdown (`safe_text.for_markdown`), cut to `limit`."""
+    return for_markdown(text, limit)
 
 
 def changes_text(changes: dict | None, empty: str = "(none)") -> str:

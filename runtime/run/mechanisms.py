@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bilevel.runtime.journal.artifacts import ArtifactError
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.mechanisms.host import CallRecord, MechanismSet, SandboxedMechanism, container_factory
 from bilevel.runtime.mechanisms.replay import replay_calls
 from bilevel.runtime.mechanisms.validation import validate
 from bilevel.runtime.policy import Policy
-from bilevel.runtime.vocabulary import MechanismState
+from bilevel.runtime.vocabulary import MechanismFault, MechanismState
 
 
 def mechanism_seed(run_seed: int, mech_id: int) -> int:
@@ -43,7 +44,8 @@ class RunMechanisms:
                 outcome=rec.outcome, error=rec.error, latency_ms=rec.latency_ms, iteration=self.iteration)
 
     def _on_quarantine(self, info: dict) -> None:
-        reason = f"{info['outcome']} in {info['hook']}: {info['error']}"[:1000]
+        seq = "" if info.get("seq") is None else f" (call {info['seq']})"
+        reason = f"{info['outcome']} in {info['hook']}{seq}: {info['error']}"[:1000]
         self.journal.quarantine_mechanism(info["mech_id"], reason, iteration=self.iteration)
 
     def _sandbox(self, mech_id: int, name: str, source: str, policy: Policy | None = None) -> SandboxedMechanism:
@@ -79,7 +81,12 @@ class RunMechanisms:
         for row in RunView.read(self.journal).mechanisms:
             if row.state != MechanismState.ACTIVE:
                 continue
-            source = self.journal.artifacts.get_text(row.source_ref)
+            try:
+                source = self.journal.artifacts.get_text(row.source_ref)
+            except ArtifactError as exc:  # a damaged source is never run: the mechanism stays off
+                self.journal.quarantine_mechanism(row.mech_id, f"source artifact failed verification: {exc}")
+                notes.append(f"{row.name}: quarantined on resume (damaged source)")
+                continue
             mech = self._sandbox(row.mech_id, row.name, source)
             self._journaling = False
             try:
@@ -107,6 +114,13 @@ class RunMechanisms:
                 return m.mech_id
         return None
 
+    def live_id(self, name: str) -> int | None:
+        """The id of the running mechanism called `name`, if one is."""
+        return next((m.mech_id for m in self.set.mechs if m.active and m.name == name), None)
+
+    def is_live(self, mech_id: int) -> bool:
+        return any(m.mech_id == mech_id and m.active for m in self.set.mechs)
+
     def close(self) -> None:
         self.set.close()
 
@@ -117,6 +131,10 @@ class RunMechanisms:
 
     def review_chain(self, candidates: list[dict], view: dict):
         return self.set.review_chain(candidates, view)
+
+    def quarantine(self, name: str, hook: str, reason: str) -> None:
+        """The loop's verdict on a mechanism whose output left nothing to run (journaled)."""
+        self.set.quarantine(name, hook, reason, outcome=MechanismFault.NO_CANDIDATE)
 
     def rows(self) -> list[dict]:
         """The running mechanisms as Level 2 weighs them, with their journaled calls per hook."""

@@ -15,6 +15,7 @@ step as a `Progress`; the run imports none of them.
 from __future__ import annotations
 
 import signal
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from bilevel.inner.acceptance import noise_floor
 from bilevel.inner.loop import LoopState, Step, iterate
 from bilevel.inner.proposer import OfflineProposer, proposal_messages
 from bilevel.runtime import logs
+from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
+from bilevel.runtime.journal.records import Trial
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.llm.parsing import fence
@@ -138,21 +141,36 @@ class Schedule:
             raise Stop(RunState.FAILED, "the baseline trial did not end ok; see its log in the report")
 
     def resume_iteration(self) -> dict | None:
-        """An iteration whose trial was interrupted: rerun that trial, then finish the iteration."""
-        for t in RunView.read(self.journal).to_rerun:
+        """An iteration whose trial was interrupted: rerun that trial, then finish the iteration.
+        One whose trial finished but whose record was never written (a crash or a full disk came
+        between them) is finished on that trial's journaled result, never run twice."""
+        view = RunView.read(self.journal)
+        recorded = {r.iteration for r in view.iterations}
+        for t in view.finished:
+            if t.kind == TrialKind.PROPOSAL and t.iteration > self.state.iteration and t.iteration not in recorded:
+                self.state.iteration = t.iteration - 1
+                chosen = {"changes": t.changes, "hypothesis": t.hypothesis or "", "source": "resumed"}
+                return self.iterate(chosen=chosen, done=t)
+        for t in view.to_rerun:
             if t.kind == TrialKind.PROPOSAL:
                 self.state.iteration = t.iteration - 1
                 chosen = {"changes": t.changes, "hypothesis": t.hypothesis or "", "source": "resumed"}
                 return self.iterate(chosen=chosen, seq=t.seq)
         return None
 
-    def iterate(self, chosen: dict | None = None, seq: int | None = None) -> dict:
+    def iterate(self, chosen: dict | None = None, seq: int | None = None, done: Trial | None = None) -> dict:
         it = self.state.iteration + 1
         self.mechs.iteration = it
         kinds = iter([TrialKind.PROPOSAL, TrialKind.REPEAT])
         seqs = iter([seq])
+        finished = iter([done] if done is not None else [])
 
         def run_trial(config: dict, hypothesis: str) -> dict:
+            t = next(finished, None)
+            if t is not None:  # already run and journaled: its result, not a second run
+                next(kinds), next(seqs, None)
+                return {"trial_id": t.trial_id, "seq": t.seq, "status": t.status, "val_bpb": t.val_bpb,
+                        "training_seconds": t.training_seconds, "peak_mem_mb": t.peak_mem_mb, "reason": t.reason}
             return self.trials.run(config, hypothesis, kind=next(kinds), iteration=it, seq=next(seqs, None))
 
         step = Step(mechs=self.mechs, propose=self.propose, run_trial=run_trial,
@@ -168,8 +186,9 @@ class Schedule:
         """Level 1.5 and Level 2 where the schedule puts them and the journal has none yet."""
         it, k, m = self.state.iteration, self.cfg.strategy_every, self.cfg.research_every
         levels_on = self.cfg.levels
-        if it > 0 and it % k == 0 and not done.decided(Level.STRATEGY, it):
-            if Level.STRATEGY in levels_on:
+        if it > 0 and it % k == 0:
+            # Each level checked on its own: a crash between the two must not skip the second.
+            if Level.STRATEGY in levels_on and not done.decided(Level.STRATEGY, it):
                 levels.strategy_cycle(self.state, self.llm, self.journal, self.cfg.min_active)
             if Level.RESEARCH in levels_on and (it // k) % m == 0 and not done.decided(Level.RESEARCH, it):
                 self.research(it // (k * m))
@@ -259,6 +278,8 @@ class Run:
             print(f"run {run_id}: {stop.state} ({stop.reason})")
             return 0 if stop.state in (RunState.FINISHED, RunState.STOPPED) else 1
         except BaseException as exc:
+            if disk_full(exc):
+                return self._stop_disk_full(journal, log, run_id, exc)
             state = RunState.STOPPED if isinstance(exc, KeyboardInterrupt | SystemExit) else RunState.FAILED
             journal.set_state(state, f"{exc.__class__.__name__}: {exc}"[:500])
             raise
@@ -267,7 +288,12 @@ class Run:
                 mechs.close()
             if backend is not None:
                 backend.close()
-            self._last_word(journal, schedule)
+            try:
+                self._last_word(journal, schedule)
+            except Exception as exc:
+                if not disk_full(exc):
+                    raise
+                print("bilevel: results.tsv not updated: the run folder's filesystem is full", file=sys.stderr)
             journal.close()
         return 0
 
@@ -278,6 +304,23 @@ class Run:
         from bilevel.runtime.sandbox.ray_backend import RayBackend
 
         return RayBackend(self.cfg.ray_address, num_cpus=len(available_cpus()))
+
+    def _stop_disk_full(self, journal: Journal, log, run_id: str, exc: BaseException) -> int:
+        """A full run folder stops the run cleanly: every journal write is a transaction, so what
+        failed left nothing half-written, and a trial cut short reruns on resume. The stop is
+        journaled where SQLite still has room; else the journal says `running` and a resume
+        treats it as an interrupted run, which comes to the same."""
+        reason = (f"the run folder's filesystem is full (ENOSPC: {exc})"[:400]
+                  + f"; free space, then `bilevel resume {self.dir}`")
+        try:
+            journal.mark_running_trials_interrupted()
+            journal.set_state(RunState.STOPPED, reason)
+        except Exception as again:
+            if not disk_full(again):
+                raise
+        log.error("run_disk_full", error=str(exc)[:300])
+        print(f"run {run_id}: stopped ({reason})", file=sys.stderr)
+        return DISK_FULL_EXIT
 
     def _last_word(self, journal: Journal, schedule: Schedule | None) -> None:
         """However the run ended, the observers (results.tsv, the display) see its final journal."""

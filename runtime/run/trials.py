@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bilevel.inner import edits, tasks
+from bilevel.runtime.files import disk_full, nearly_full, no_space
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import SLOT_EVENT, RunView
 from bilevel.runtime.policy import Policy
@@ -126,6 +127,9 @@ class TrialRunner:
     def settle(self, s: Started, outcome: executor.TrialResult | executor.InfraError) -> dict | None:
         """Journal how the attempt ended; None when the engine failed under it (run it again)."""
         if isinstance(outcome, executor.InfraError):
+            if disk_full(outcome) or nearly_full(self.dir):
+                # The run stops; the trial reruns on resume, not charged to the engine or the script.
+                raise no_space(f"trial {s.tid}'s folder") from outcome
             self.journal.finish_trial(s.tid, status=TrialStatus.INFRA, reason=str(outcome)[:500])
             self.log.warning("trial_infra_failure", trial_id=s.tid, error=str(outcome)[:200])
             self._recover_engine(s.tid)
@@ -162,6 +166,10 @@ class TrialRunner:
             if self.controls.deadline_hit:
                 raise Stop(RunState.FINISHED, "deadline reached during a trial; it was killed as the policy says")
             raise Stop(RunState.STOPPED, "stop requested: the running trial was killed (it reruns on resume)")
+        if r.status != TrialStatus.OK and nearly_full(self.dir):
+            # A trial that failed on a full run folder may have failed for want of space (its log or
+            # outputs not written): not charged to the script; the run stops and it reruns on resume.
+            raise no_space(f"trial {tid} ended {r.status} with the run folder full")
         log_ref = self.journal.artifacts.put((work / "log.txt").read_bytes())
         self.journal.finish_trial(
             tid, status=r.status, val_bpb=r.val_bpb, training_seconds=r.training_seconds,

@@ -18,21 +18,27 @@ class StubMechs:
     def __init__(self, **mechs):
         self.mechs = mechs
         self.calls = []
+        self.quarantined = {}
 
     def call_all(self, hook, *args):
         out = []
         for name, hooks in self.mechs.items():
-            if hook in hooks:
+            if hook in hooks and name not in self.quarantined:
                 self.calls.append((name, hook))
                 out.append((name, hooks[hook](*args)))
         return out
 
     def review_chain(self, candidates, view):
         for name, hooks in self.mechs.items():
-            if "review" in hooks:
+            if "review" in hooks and name not in self.quarantined:
                 self.calls.append((name, "review"))
-                candidates = hooks["review"](candidates, view)
-                yield name, candidates
+                out = hooks["review"](candidates, view)
+                yield name, out
+                if name not in self.quarantined:
+                    candidates = out
+
+    def quarantine(self, name, hook, reason):
+        self.quarantined[name] = f"{hook}: {reason}"
 
 
 def _state():
@@ -123,3 +129,66 @@ def test_conclude_decides_against_the_best_at_the_moment_the_trial_ends():
                    result={"trial_id": 7, "status": "ok", "val_bpb": 1.85}, view=state.view(), effects={},
                    rejected=[])
     assert rec["iteration"] == 3 and rec["best_before"] == 1.8 and not rec["kept"]   # 1.85 beat 2.0, not 1.8
+
+
+# ---- no mechanism can end or stall a run ---------------------------------------------------
+
+NO_RANGES = {"forbid": [], "ranges": {}}
+
+
+def test_constraints_that_forbid_everything_quarantine_their_mechanism_and_the_iteration_runs():
+    mechs = StubMechs(wall={"constraints": lambda v: {"forbid": sorted(SPACE), "ranges": {}}},
+                      fine={"constraints": lambda v: {"forbid": ["TIED"], "ranges": {}}})
+    state = _state()
+    rec = iterate(state, _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "x"},
+                               [{"status": "ok", "val_bpb": 1.9}]))
+    assert list(mechs.quarantined) == ["wall"]            # the innocent one stays
+    assert "no admissible candidate" in mechs.quarantined["wall"]
+    assert rec["source"] in ("fallback", "proposer") and "TIED" not in rec["changes"]
+    assert rec["effects"]["wall"]["quarantined"].startswith("constraints:")
+    # The next iteration runs without it: the proposer's candidate is admissible again.
+    rec2 = iterate(state, _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "y"},
+                                [{"status": "ok", "val_bpb": 1.8}]))
+    assert rec2["source"] == "proposer" and rec2["changes"] == {"LR": 0.05}
+
+
+def test_an_empty_range_and_disjoint_ranges_do_not_stall_the_loop():
+    empty = StubMechs(inverted={"constraints": lambda v: {
+        "forbid": ["TIED", "N_LAYER"], "ranges": {"LR": [0.05, 0.01]}}})
+    rec = iterate(_state(), _step(empty, {"changes": {"LR": 0.05}, "hypothesis": "x"},
+                                  [{"status": "ok", "val_bpb": 1.9}]))
+    assert list(empty.quarantined) == ["inverted"] and rec["changes"]
+    # Each alone leaves a way; together nothing: the later one goes.
+    pair = StubMechs(low={"constraints": lambda v: {"forbid": ["TIED", "N_LAYER"], "ranges": {"LR": [1e-4, 2e-4]}}},
+                     high={"constraints": lambda v: {"forbid": [], "ranges": {"LR": [0.05, 0.06]}}})
+    rec = iterate(_state(), _step(pair, {"changes": {"LR": 0.5}, "hypothesis": "x"},
+                                  [{"status": "ok", "val_bpb": 1.9}]))
+    assert list(pair.quarantined) == ["high"] and "with the others'" in pair.quarantined["high"]
+    assert 1e-4 <= rec["changes"]["LR"] <= 2e-4           # the remaining constraint still holds
+
+
+def test_a_narrow_range_is_found_by_the_sweep_not_given_up_on():
+    narrow = StubMechs(pin={"constraints": lambda v: {"forbid": ["TIED", "N_LAYER"],
+                                                       "ranges": {"LR": [0.0123, 0.0124]}}})
+    rec = iterate(_state(), _step(narrow, {"changes": {"LR": 0.5}, "hypothesis": "x"},
+                                  [{"status": "ok", "val_bpb": 1.9}]))
+    assert not narrow.quarantined and 0.0123 <= rec["changes"]["LR"] <= 0.0124
+
+
+def test_a_review_that_empties_the_list_is_quarantined_and_its_output_dropped():
+    seen = []
+    mechs = StubMechs(eraser={"review": lambda cands, v: []},
+                      after={"review": lambda cands, v: seen.append(list(cands)) or cands})
+    rec = iterate(_state(), _step(mechs, {"changes": {"LR": 0.05}, "hypothesis": "x"},
+                                  [{"status": "ok", "val_bpb": 1.9}]))
+    assert list(mechs.quarantined) == ["eraser"] and "review" in mechs.quarantined["eraser"]
+    assert rec["source"] == "proposer" and rec["changes"] == {"LR": 0.05}
+    assert seen and seen[0][0]["changes"] == {"LR": 0.05}  # the next reviewer saw the list before it
+
+
+def test_everything_frozen_by_the_strategy_still_runs_a_step():
+    state = _state()
+    state.frozen, state.active = sorted(SPACE), []
+    rec = iterate(state, _step(StubMechs(), {"changes": {"LR": 0.05}, "hypothesis": "x"},
+                               [{"status": "ok", "val_bpb": 1.9}]))
+    assert rec["changes"] and rec["source"] == "fallback"

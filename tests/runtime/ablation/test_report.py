@@ -28,3 +28,20 @@ def test_report_puts_p_values_next_to_effects_and_shows_flags(tmp_path):
     assert "OFFLINE" in md and "bilevel ablate --seeds 1,2,3" in md and "σ = 0.010000" in md
     png = ablate_report.plot(manifest, results, tmp_path / "ablation.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hostile_mechanism_names_reach_ablation_md_inert(tmp_path):
+    from hostile_text import HOSTILE, assert_markdown_safe
+
+    manifest = {
+        "protocol": {"task": "tinygpt", "llm": "offline", "llm_base_url": None, "seeds": [1],
+                     "iterations": 3, "budget": 1.0, "noise_repeats": 3, "strategy_every": 1,
+                     "research_every": 1, "policy": None},
+        "groups": ["A", "C"], "noise_floor": 0.01, "command": "bilevel ablate --seeds 1",
+        "baselines": {"1": {"run": "runs/baseline-s1", "values": [2.0, 2.0], "mean": 2.0}},
+    }
+    results = [result("A", 1, -0.01), result("C", 1, -0.02, mechanisms=[mech({}, name=HOSTILE)])]
+    md = ablate_report.markdown(tmp_path, manifest, results)
+    assert_markdown_safe(md)
+    assert "never called" in md                                    # the flag is there, its name inert
+    assert_markdown_safe(md, "| C-s1 | 1 |", 8)

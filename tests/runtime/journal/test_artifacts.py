@@ -53,3 +53,15 @@ def test_artifact_refs_that_are_not_64_hex_are_refused(tmp_path: Path, ref: str)
     for call in (store.get, store.path, store.exists):
         with pytest.raises(ArtifactError, match="not an artifact ref"):
             call(ref)
+
+
+def test_verify_names_missing_tampered_and_truncated_artifacts(tmp_path: Path):
+    store = ArtifactStore(tmp_path / "artifacts")
+    whole, cut, changed = store.put("whole"), store.put("truncate me"), store.put("tamper with me")
+    store.path(cut).write_bytes(b"trunc")
+    store.path(changed).write_bytes(b"tamper with ME")
+    assert store.verify(whole) is None
+    assert store.verify(cut).startswith("tampered or truncated (5 bytes")
+    assert store.verify(changed).startswith("tampered or truncated")
+    assert store.verify(ref_of(b"never stored")) == "missing"
+    assert store.verify("../../etc/passwd") == "not a valid ref"

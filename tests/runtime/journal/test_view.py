@@ -162,3 +162,35 @@ def test_per_slot_state_is_derived_from_the_journal(j: Journal):
     assert [s["state"] for s in status["slots"]] == ["idle", "running"] and "attempts" not in status["slots"][0]
     j.set_state("stopped")            # a dead run's last attempt is no running slot
     assert [s["state"] for s in RunView.read(j).slots()] == ["idle", "idle"]
+
+
+def test_the_level2_decision_in_flight_is_an_intent_without_its_outcome(j):
+    from bilevel.runtime.vocabulary import RESEARCH_INTENT
+
+    assert RunView.read(j).research_in_flight(0) is None
+    j.event(RESEARCH_INTENT, {"iteration": 0, "cycle": 0, "name": "a", "source_ref": "0" * 64})
+    j.event(RESEARCH_INTENT, {"iteration": 3, "cycle": 1, "name": "b", "source_ref": "1" * 64})
+    view = RunView.read(j)
+    assert view.research_in_flight(0)["name"] == "a" and view.research_in_flight(3)["name"] == "b"
+    assert view.research_in_flight(1) is None
+    j.record_decision(level="2", kind="research_session", payload={"name": "a"}, iteration=0)
+    view = RunView.read(j)
+    assert view.research_in_flight(0) is None and view.research_in_flight(3)["name"] == "b"
+
+
+def test_artifact_uses_name_where_each_ref_was_used_and_damage_is_found(j):
+    script = j.artifacts.put("print('train')")
+    log = j.artifacts.put("step 1")
+    tid = j.start_trial(iteration=0, kind="baseline", changes={}, hypothesis=None, script_sha=script)
+    j.finish_trial(tid, status="ok", val_bpb=2.0, exit_code=0, log_ref=log)
+    mech = j.add_mechanism(name="tabu", origin="library", source_ref=j.artifacts.put("class Mechanism: pass"),
+                           activated_at_iteration=1)
+    big = {"blob": "x" * 300_000}   # over INLINE_MAX: stored as an artifact
+    j.record_mechanism_call(mech_id=mech, hook="observe", input=[big], outcome="ok", iteration=1)
+    view = RunView.read(j)
+    wheres = [w for _ref, w in view.artifact_uses()]
+    assert wheres[:3] == ["trial 0's script", "trial 0's log", f"mechanism {mech} (tabu)'s source"]
+    assert f"mechanism {mech}'s call 0 (observe) input" in wheres
+    assert view.damaged_artifacts(j.artifacts) == []
+    j.artifacts.path(log).write_text("step 1 forged")
+    assert [(w, p.split(" ")[0]) for _r, w, p in view.damaged_artifacts(j.artifacts)] == [("trial 0's log", "tampered")]

@@ -97,3 +97,29 @@ def test_display_shows_every_slot_and_what_the_orchestrator_waits_for():
     frame = out.getvalue()
     assert "slot 0" in frame and "slot 1" in frame and "trial 6" in frame and "cpus 1" in frame
     assert "waiting for the LLM: a proposal for iteration 8" in frame
+
+
+def test_hostile_names_and_hypotheses_reach_neither_plain_lines_nor_the_frame():
+    from hostile_text import HOSTILE, assert_terminal_safe
+
+    def snap(recent, state="active"):
+        s = _snapshot(None, recent)
+        s["mechanisms"] = [{"name": HOSTILE, "state": state, "calls": {"suggest": 1}}]
+        return s
+
+    hostile = [{"seq": 1, "status": "crash", "val_bpb": None, "kept": False, "hypothesis": HOSTILE}]
+    out = io.StringIO()
+    with LiveDisplay(out) as display:               # plain-line mode
+        display.update(snap([]))
+        display.update(snap(hostile, state="quarantined"))
+    assert_terminal_safe(out.getvalue())
+    assert len(out.getvalue().splitlines()) == 3    # the newline in the text made no extra line
+
+    out = io.StringIO()
+    display = LiveDisplay(out, plain=False)         # the rich frame, rendered as a terminal would get it
+    display.console = type(display.console)(file=out, force_terminal=True, width=200)
+    display.update(snap(hostile))
+    display.console.print(display._render())
+    frame = out.getvalue()
+    assert "\x1b]" not in frame and "\x07" not in frame and "\u202e" not in frame   # no OSC, title, bidi
+    assert "\\x1b" in frame

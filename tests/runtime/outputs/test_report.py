@@ -179,3 +179,36 @@ def test_report_reads_a_session_as_a_decision():
                           "activation": "active", "retired": 1})
     assert text == ("replace tabu (tabu decided no kept trial in 6 iterations); doe (library): activated; "
                     "retired mechanism 1; module: active")
+
+
+def test_hostile_text_reaches_report_md_inert(tmp_path: Path):
+    from hostile_text import assert_markdown_safe, hostile_journal
+
+    run = tmp_path / "run"
+    ids = hostile_journal(run)
+    md = write_report(run)["report.md"].read_text()
+    assert_markdown_safe(md)
+    # Each table row keeps its columns: the pipe and the newline in the text broke none.
+    assert_markdown_safe(md, f"| {ids['mech']} | ", 7)                        # mechanisms
+    assert_markdown_safe(md, "| 1 | 1 | proposal |", 10)                       # trials
+    assert_markdown_safe(md, "| 0 | 2 | research_session |", 4)                # decisions
+    assert "\\[a link\\]\\(https\\://evil.example/l\\)" in md                 # shown, escaped, not linked
+    tsv = (run / "results.tsv").read_text()
+    assert "\x1b" not in tsv and len(tsv.splitlines()) == 3
+
+
+def test_hostile_mechanism_names_and_mathtext_cannot_break_the_plot(tmp_path: Path):
+    from hostile_text import hostile_journal, unescaped
+    from matplotlib.figure import Figure
+
+    from bilevel.runtime.outputs.plot import _activations, plot_progress
+
+    run = tmp_path / "run"
+    hostile_journal(run)
+    with Journal.open_readonly(run) as j:
+        view = RunView.read(j)
+    ax = Figure().add_subplot(1, 1, 1)
+    _activations(ax, view)
+    label = ax.texts[0].get_text()
+    assert unescaped(label, "$") == 0 and "\x1b" not in label and "second line" not in label.splitlines()[0][-12:]
+    assert plot_progress(view, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"   # mathtext did not crash it
