@@ -82,6 +82,7 @@ def watch(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     killed_for = None
+    quiet_check_at = t0 + 1.0
     while reader.is_alive():
         reader.join(poll_s)
         elapsed = time.monotonic() - t0
@@ -96,6 +97,15 @@ def watch(
             _kill(container)
             reader.join(10)
             break
+        if time.monotonic() >= quiet_check_at:
+            quiet_check_at = time.monotonic() + 1.0
+            if _exited(container):
+                # An attach that reached the engine after the end replays the output but may never
+                # close: give it a moment to deliver, then stop reading it.
+                reader.join(1.0)
+                stream.close()
+                reader.join(2)
+                break
     wall = time.monotonic() - t0
     try:
         state = container.wait(timeout=30)
@@ -104,10 +114,35 @@ def watch(
         exit_code, oom = state.get("StatusCode", st.get("ExitCode")), bool(st.get("OOMKilled"))
     except (APIError, NotFound, OSError, requests.RequestException):
         exit_code, oom = None, False  # the engine could not tell: an infrastructure failure
+    if not first and killed_for is None:
+        _replay_logs(container, log, summary)
     if killed_for is None:
         # And once more after the end: a script may make a link and exit between two polls.
         killed_for = outputs.check(force=True)
     return Watched(exit_code, oom, killed_for, wall, first[0] if first else None, log, summary)
+
+
+def _exited(container) -> bool:
+    try:
+        container.reload()
+        return container.status in ("exited", "dead")
+    except (APIError, NotFound, OSError, requests.RequestException):
+        return False
+
+
+def _replay_logs(container, log: CappedLog, summary: SummaryParser) -> None:
+    """A container that ended before the attach reached the engine delivers nothing through it;
+    the engine's own copy of its output (capped by the container's log config) stands in."""
+    try:
+        out = container.logs(stdout=True, stderr=False)
+        err = container.logs(stdout=False, stderr=True)
+    except (APIError, NotFound, OSError, requests.RequestException):
+        return
+    if out:
+        summary.feed(out)
+        log.write(out)
+    if err:
+        log.write(err)
 
 
 def _kill(container) -> None:
