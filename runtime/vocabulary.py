@@ -83,3 +83,31 @@ class Level(StrEnum):
 
 
 LEVELS = tuple(Level)
+
+
+class LLMAnswer(StrEnum):
+    """What became of one decision the LLM was asked for (a proposal, a strategy, a session)."""
+
+    USABLE = "usable"      # parsed, and passed the checks that apply to it
+    REFUSED = "refused"    # parsed, but refused (outside the search space, a rejected module)
+    FAILED = "failed"      # no usable reply at all (malformed after the re-ask, or the call failed)
+
+
+class DecisionSource(StrEnum):
+    """Who took a decision, as `RunView.llm_decisions` counts them per level."""
+
+    LLM = "llm"
+    FALLBACK = "fallback"     # the offline rule, in a run that has an LLM
+    OFFLINE = "offline"       # the offline rule, in an offline run
+    MECHANISM = "mechanism"   # Level 1: a mechanism's candidate was run
+
+
+class LLMCallOutcome(StrEnum):
+    """The journal's `llm_calls.outcome`."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    ERROR = "error"
+    BUDGET = "budget"
+    TIMEOUT = "timeout"       # the client gave up (its deadline) and closed the connection
+    UNSUPPORTED = "unsupported"  # the endpoint refused a request option (e.g. a JSON schema)

@@ -44,7 +44,23 @@ def snapshot(progress: Progress) -> dict:
         "mechanisms": [{"name": m.name, "state": m.state.value, "calls": dict(m.calls)} for m in view.mechanisms],
         "recent": [{"seq": t.seq, "kind": t.kind.value, "status": t.status.value, "val_bpb": t.val_bpb,
                     "kept": t.kept, "hypothesis": t.hypothesis} for t in view.finished[-RECENT:]],
+        "llm": view.llm_status() if view.online else None,
     }
+
+
+def llm_text(llm: dict | None) -> str | None:
+    """Who decided, per level (LLM / offline fallback / mechanism), and the unusable streak."""
+    if not llm:
+        return None
+    parts = []
+    for level, d in (llm.get("decisions") or {}).items():
+        if d["asked"] or d["fallback"] or d["llm"]:
+            mech = f" · mechanism {d['mechanism']}" if d.get("mechanism") else ""
+            parts.append(f"L{level} llm {d['llm']} · fallback {d['fallback']}{mech} "
+                         f"({d['usable']}/{d['asked']} answers usable)")
+    streak = llm.get("unusable_streak") or 0
+    text = "LLM decisions: " + ("; ".join(parts) or "none yet")
+    return text + (f"; {streak} unusable in a row" if streak else "")
 
 
 def _fmt_changes(changes: dict | None, limit: int = 90) -> str:
@@ -95,6 +111,7 @@ class LiveDisplay:
         self._seen: dict[int, str] = {}
         self._best: float | None = None
         self._mech_state: dict[str, str] = {}
+        self._llm_line: str | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -182,6 +199,10 @@ class LiveDisplay:
             if self._mech_state.get(name) != state:
                 lines.append(f"mechanism {name} {state}")
         self._mech_state = mechs
+        line = llm_text(snap.get("llm"))
+        if line and line != self._llm_line:
+            self._llm_line = line
+            lines.append(line)
         return lines
 
     # ---- terminal rendering --------------------------------------------------------------
@@ -192,8 +213,12 @@ class LiveDisplay:
         title = (f"bilevel run {snap.get('run_id', '…')} · "
                  f"iteration {snap.get('iteration', 0)}/{snap.get('iterations', '?')}")
         gap = Text("")
-        return Panel(Group(self._trial_view(snap), self._summary_view(snap, age), gap, self._mechanism_view(snap),
-                           gap, self._recent_view(snap)), title=title, border_style="cyan")
+        parts = [self._trial_view(snap), self._summary_view(snap, age)]
+        llm = llm_text(snap.get("llm"))
+        if llm:
+            parts.append(Text(llm, style="yellow" if (snap["llm"].get("unusable_streak") or 0) else ""))
+        return Panel(Group(*parts, gap, self._mechanism_view(snap), gap, self._recent_view(snap)),
+                     title=title, border_style="cyan")
 
     def _trial_view(self, snap: dict) -> Any:
         trial = snap.get("trial")

@@ -15,7 +15,7 @@ from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.llm.parsing import fence
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
-from bilevel.runtime.vocabulary import Level
+from bilevel.runtime.vocabulary import Level, LLMAnswer
 
 
 def strategy_cycle(state: LoopState, llm: RunLLM, journal: Journal, min_active: int) -> None:
@@ -25,14 +25,16 @@ def strategy_cycle(state: LoopState, llm: RunLLM, journal: Journal, min_active: 
     if llm.online:
         decision = llm.chat_json(strategy.llm_messages(cfg, state.history, fence), Level.STRATEGY, "strategy")
     source = "llm" if decision else "offline"
+    answer = (LLMAnswer.USABLE if decision else LLMAnswer.FAILED) if llm.online else None
     decision = decision or strategy.offline_decision(cfg, state.history)
     new = strategy.apply_decision(
         cfg, [n for n in decision.get("freeze", []) if isinstance(n, str)],
         [n for n in decision.get("unfreeze", []) if isinstance(n, str)],
         decision.get("guidance", ""), sorted(state.space), min_active)
     state.active, state.frozen, state.guidance = new.active, new.frozen, new.guidance
-    journal.record_decision(level=Level.STRATEGY, kind=f"search_config:{source}", payload=new.to_dict(),
-                            iteration=state.iteration)
+    # `llm`: what became of the LLM's answer (None: not asked); RunView counts it as honest fallback.
+    journal.record_decision(level=Level.STRATEGY, kind=f"search_config:{source}",
+                            payload={**new.to_dict(), "llm": answer}, iteration=state.iteration)
 
 
 def research_session(state: LoopState, cycle: int, *, llm: RunLLM, mechs: RunMechanisms, journal: Journal,

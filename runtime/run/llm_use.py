@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bilevel.runtime.journal.store import Journal
+from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.llm.client import BudgetExceeded, LLMClient, LLMConfig, LLMError
 from bilevel.runtime.run.budgets import Budgets, Stop
 from bilevel.runtime.run.config import RunConfig
@@ -24,6 +25,7 @@ class RunLLM:
                  iteration: Callable[[], int | None]) -> None:
         self.cfg, self.journal, self.log, self.iteration = cfg, journal, log, iteration
         self.client: LLMClient | None = None
+        self._answers_at_start: int | None = None
         if cfg.llm != "offline":
             config = LLMConfig.from_env(base_url=cfg.llm_base_url, model=cfg.llm)
             self.client = LLMClient(config, budgets.llm_budget(journal.llm_totals()), on_call=self._record,
@@ -41,6 +43,25 @@ class RunLLM:
             latency_s=rec.get("latency_s"), attempts=rec.get("attempts"), error=rec.get("error"),
             iteration=self.iteration(),
         )
+
+    def check_unusable(self, view: RunView, limit: int) -> None:
+        """K unusable LLM answers in a row (`llm.max_unusable`): say so loudly, and end the run as
+        failed unless --offline-fallback (then the rest of the run is offline, and says so). A user
+        paying for an LLM run must not wake up to an offline run that spent tokens."""
+        if self._answers_at_start is None:   # a resumed run starts a fresh count: the endpoint may be fixed
+            self._answers_at_start = len(view.llm_answers)
+        streak = min(view.unusable_streak, len(view.llm_answers) - self._answers_at_start)
+        if self.client is None or streak < limit:
+            return
+        reason = (f"the LLM's output was unusable {streak} times in a row (policy llm.max_unusable = "
+                  f"{limit}); see the llm_calls in the journal and `bilevel report`")
+        self.journal.event("llm_unusable", {"streak": streak, "limit": limit,
+                                            "offline_fallback": self.cfg.offline_fallback})
+        self.log.error("llm_unusable", streak=streak, limit=limit, offline_fallback=self.cfg.offline_fallback)
+        if not self.cfg.offline_fallback:
+            raise Stop(RunState.FAILED, reason)
+        print(f"bilevel: {reason}; going on offline (--offline-fallback)", flush=True)
+        self.client = None
 
     def chat_json(self, messages: list[dict], level: str, purpose: str) -> dict | None:
         """A JSON answer, or None (offline, or the LLM failed): the caller falls back."""

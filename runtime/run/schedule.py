@@ -36,7 +36,7 @@ from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
-from bilevel.runtime.vocabulary import Level, RunState, TrialKind
+from bilevel.runtime.vocabulary import Level, LLMAnswer, RunState, TrialKind
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class Schedule:
     state: LoopState
     log: object
     observers: Sequence[Observer] = field(default_factory=tuple)
+    llm_answer: LLMAnswer | None = None   # what became of this iteration's LLM proposal
 
     def progress(self, trial: dict | None = None) -> None:
         if not self.observers:
@@ -105,7 +106,17 @@ class Schedule:
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
                                  guidance=state.guidance, fence=fence)
-        return self.llm.chat_json(msgs, Level.INNER, "propose")
+        proposal = self.llm.chat_json(msgs, Level.INNER, "propose")
+        self.llm_answer = LLMAnswer.FAILED if proposal is None else LLMAnswer.USABLE
+        return proposal
+
+    def judge_llm_answer(self, record: dict) -> None:
+        """Journal what became of this iteration's LLM proposal (`llm`, None when none was asked):
+        refused when the candidate checks turned it away."""
+        answer, self.llm_answer = self.llm_answer, None
+        if answer == LLMAnswer.USABLE and any(r.get("source") == "proposer" for r in record["rejected"]):
+            answer = LLMAnswer.REFUSED
+        record["llm"] = answer
 
     def rebuild_state(self) -> None:
         self.state = loop_state(RunView.read(self.journal), self.trials.task, self.cfg)
@@ -145,7 +156,9 @@ class Schedule:
 
         step = Step(mechs=self.mechs, propose=self.propose, run_trial=run_trial,
                     offline=self.offline, mode=self.cfg.acceptance)
+        self.llm_answer = None
         record = iterate(self.state, step, chosen=chosen)
+        self.judge_llm_answer(record)
         self.journal.record_iteration(record)
         self.progress()  # after the decision, so the display reports kept or discarded
         self.log.info("iteration", iteration=it, status=record["status"], val_bpb=record["val_bpb"],
@@ -173,8 +186,10 @@ class Schedule:
         self.resume_iteration()
         while self.state.iteration < self.cfg.iterations:
             self.outer_levels(RunView.read(self.journal))
+            self.llm.check_unusable(RunView.read(self.journal), self.budgets.policy["llm"]["max_unusable"])
             self.budgets.check_trial_fits()
             self.iterate()
+            self.llm.check_unusable(RunView.read(self.journal), self.budgets.policy["llm"]["max_unusable"])
         raise Stop(RunState.FINISHED, f"{self.cfg.iterations} iterations done")
 
 

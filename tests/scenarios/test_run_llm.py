@@ -138,3 +138,37 @@ def test_token_budget_can_fall_back_to_offline(tmp_path, fake_llm):
         assert len(events) == 5 and j.events("llm_budget_exhausted")
     # After the budget ran out the offline proposer took over: the last proposals are its own.
     assert events[-1]["hypothesis"].startswith("offline perturbation")
+
+
+def _refused_run(tmp_path, fake_llm, *extra: str) -> tuple[subprocess.CompletedProcess, dict, list[dict]]:
+    """A run whose LLM only ever proposes a value outside the search space, with K = 2."""
+    fake_llm.responder = lambda msgs: json.dumps({"changes": {"LEARNING_RATE": 1e9}, "hypothesis": "way out"})
+    policy = tmp_path / "k2.toml"
+    policy.write_text("[llm]\nmax_unusable = 2\n")
+    run = tmp_path / "run"
+    r = subprocess.run([*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "4",
+                        "--budget", "1", "--policy", str(policy), "--run-dir", str(run), *extra],
+                       capture_output=True, text=True, timeout=600, env=_env(fake_llm))
+    status = json.loads(subprocess.run([*BILEVEL, "status", str(run), "--json"], capture_output=True,
+                                       text=True, timeout=60, env=_env(fake_llm)).stdout)
+    with Journal.open_readonly(run) as j:
+        events = [e["payload"] for e in j.events("iteration")]
+    return r, status, events
+
+
+def test_an_llm_whose_answers_are_unusable_k_times_in_a_row_fails_the_run(tmp_path, fake_llm):
+    r, status, events = _refused_run(tmp_path, fake_llm)
+    assert r.returncode == 1 and status["state"] == "failed"
+    assert "unusable 2 times in a row" in status["state_reason"]
+    assert len(events) == 2 and all(e["llm"] == "refused" and e["source"] == "fallback" for e in events)
+    level1 = status["llm"]["decisions"]["1"]
+    assert level1["asked"] == 2 and level1["usable"] == 0 and level1["llm"] == 0 and level1["fallback"] == 2
+    assert status["llm"]["unusable_streak"] == 2 and status["llm"]["calls"] == 2
+
+
+def test_with_offline_fallback_an_unusable_llm_hands_over_to_the_offline_proposer(tmp_path, fake_llm):
+    r, status, events = _refused_run(tmp_path, fake_llm, "--offline-fallback")
+    assert r.returncode == 0 and status["state"] == "finished", r.stdout[-2000:]
+    assert len(events) == 4 and [e["llm"] for e in events] == ["refused", "refused", None, None]
+    assert status["llm"]["calls"] == 2 and status["llm"]["decisions"]["1"]["fallback"] == 4
+    assert "going on offline" in r.stdout

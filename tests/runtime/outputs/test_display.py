@@ -83,3 +83,25 @@ def test_the_snapshot_comes_from_the_run_view_and_names_each_mechanism_state(tmp
     with LiveDisplay(out) as display:
         display.observe(progress)
     assert "run run-v: iteration 2/8, baseline 2.000000" in out.getvalue() and "mechanisms: new" in out.getvalue()
+
+
+def _llm(llm_n: int, fallback: int, streak: int) -> dict:
+    level = {"asked": llm_n + fallback, "usable": llm_n, "llm": llm_n, "fallback": fallback, "offline": 0,
+             "mechanism": 0}
+    return {"calls": 3, "tokens": 10, "usd": 0.0, "unusable_streak": streak,
+            "decisions": {"1": level, "1.5": dict.fromkeys(level, 0), "2": dict.fromkeys(level, 0)}}
+
+
+def test_display_says_how_many_decisions_fell_back_from_the_llm():
+    out = io.StringIO()
+    with LiveDisplay(out) as display:
+        display.update({**_snapshot(None, []), "llm": _llm(0, 0, 0)})
+        display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})
+        display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})   # unchanged: no new line
+    lines = [ln for ln in out.getvalue().splitlines() if "LLM decisions" in ln]
+    assert len(lines) == 2 and "L1 llm 1 · fallback 2 (1/3 answers usable); 2 unusable in a row" in lines[1]
+    frame = io.StringIO()
+    display = LiveDisplay(frame, plain=False)
+    display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})
+    display.console.print(display._render())
+    assert "fallback 2" in frame.getvalue()

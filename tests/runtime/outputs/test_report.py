@@ -179,3 +179,15 @@ def test_report_reads_a_session_as_a_decision():
                           "activation": "active", "retired": 1})
     assert text == ("replace tabu (tabu decided no kept trial in 6 iterations); doe (library): activated; "
                     "retired mechanism 1; module: active")
+
+
+def test_report_counts_llm_and_fallback_decisions(llm_run: Path):
+    md = write_report(llm_run)["report.md"].read_text()
+    # A journal from before the `llm` key: a proposer iteration of an LLM run was the LLM's.
+    assert "## LLM or fallback: who decided" in md
+    assert "| Level 1 (proposer) | 0 | 0 | 5 | 1 | 2 |" in md
+
+
+def test_an_offline_report_has_no_llm_or_fallback_table(tmp_path: Path):
+    build_run(tmp_path / "run", llm="offline")
+    assert "who decided" not in write_report(tmp_path / "run")["report.md"].read_text()
