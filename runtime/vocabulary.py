@@ -111,3 +111,16 @@ class LLMCallOutcome(StrEnum):
     BUDGET = "budget"
     TIMEOUT = "timeout"       # the client gave up (its deadline) and closed the connection
     UNSUPPORTED = "unsupported"  # the endpoint refused a request option (e.g. a JSON schema)
+
+
+class ResponseFormat(StrEnum):
+    """How a JSON answer was asked for, strongest first; a run steps down when an endpoint
+    refuses one (HTTP 400/422/500 on the option) and journals which one each call used."""
+
+    JSON_SCHEMA = "json_schema"              # {"type": "json_schema", "json_schema": {...}} (OpenAI)
+    JSON_OBJECT_SCHEMA = "json_object+schema"  # {"type": "json_object", "schema": {...}} (llama.cpp)
+    JSON_OBJECT = "json_object"              # JSON mode, no schema
+    PLAIN = "plain"                          # no response_format: the prompt asks, repair and re-ask
+
+
+RESPONSE_FORMATS = tuple(ResponseFormat)

@@ -131,6 +131,11 @@ MIGRATIONS: list[list[str]] = [
             kind TEXT NOT NULL,
             payload TEXT NOT NULL)""",
     ],
+    # 2: which endpoint answered each LLM call (a fallback chain), and how JSON was asked for.
+    [
+        "ALTER TABLE llm_calls ADD COLUMN endpoint TEXT",
+        "ALTER TABLE llm_calls ADD COLUMN response_format TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

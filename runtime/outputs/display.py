@@ -45,7 +45,16 @@ def snapshot(progress: Progress) -> dict:
         "recent": [{"seq": t.seq, "kind": t.kind.value, "status": t.status.value, "val_bpb": t.val_bpb,
                     "kept": t.kept, "hypothesis": t.hypothesis} for t in view.finished[-RECENT:]],
         "llm": view.llm_status() if view.online else None,
+        "llm_wait": progress.llm_wait,   # live: its `tokens` grow while the answer streams
     }
+
+
+def wait_text(wait: dict, now: float | None = None) -> str:
+    """The LLM round being waited for: level, purpose, elapsed, tokens streamed so far."""
+    elapsed = (now if now is not None else time.monotonic()) - wait.get("started_monotonic", 0.0)
+    tokens = wait.get("tokens") or 0
+    return (f"waiting for the LLM: level {wait.get('level')} {_short(wait.get('purpose'), 40)}, "
+            f"{_fmt_secs(elapsed)} elapsed" + (f", ~{tokens:,} tokens so far" if tokens else ""))
 
 
 def llm_text(llm: dict | None) -> str | None:
@@ -112,6 +121,7 @@ class LiveDisplay:
         self._best: float | None = None
         self._mech_state: dict[str, str] = {}
         self._llm_line: str | None = None
+        self._waiting: dict | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -199,11 +209,26 @@ class LiveDisplay:
             if self._mech_state.get(name) != state:
                 lines.append(f"mechanism {name} {state}")
         self._mech_state = mechs
+        lines += self._wait_events(snap.get("llm_wait"))
         line = llm_text(snap.get("llm"))
         if line and line != self._llm_line:
             self._llm_line = line
             lines.append(line)
         return lines
+
+    def _wait_events(self, wait: dict | None) -> list[str]:
+        """A line when an LLM round starts, and one when it ends, with how long it took."""
+        out = []
+        if self._waiting is not None and wait is not self._waiting:
+            done = self._waiting
+            out.append(f"LLM answered level {done.get('level')} {_short(done.get('purpose'), 40)} after "
+                       f"{_fmt_secs(time.monotonic() - done.get('started_monotonic', 0.0))}"
+                       + (f" (~{done['tokens']:,} tokens streamed)" if done.get("tokens") else ""))
+            self._waiting = None
+        if wait is not None and wait is not self._waiting:
+            self._waiting = wait
+            out.append(wait_text(wait))
+        return out
 
     # ---- terminal rendering --------------------------------------------------------------
 
@@ -214,6 +239,8 @@ class LiveDisplay:
                  f"iteration {snap.get('iteration', 0)}/{snap.get('iterations', '?')}")
         gap = Text("")
         parts = [self._trial_view(snap), self._summary_view(snap, age)]
+        if snap.get("llm_wait"):
+            parts.insert(1, Text(wait_text(snap["llm_wait"]), style="bold magenta"))
         llm = llm_text(snap.get("llm"))
         if llm:
             parts.append(Text(llm, style="yellow" if (snap["llm"].get("unusable_streak") or 0) else ""))

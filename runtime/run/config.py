@@ -54,11 +54,16 @@ class RunConfig:
     repo: str | None = None
     cache: str | None = None
     task_files: dict[str, str] = field(default_factory=dict)
+    # Further endpoints (`MODEL@URL`, tried in order when the one before is down) and the model's
+    # context in tokens (None: what the endpoint reports, else DEFAULT_CONTEXT). Properties of the
+    # endpoints, not of the run: a resume may change them, and they are stored only when set.
+    llm_fallback: list[str] = field(default_factory=list)
+    llm_context: int | None = None
 
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
         d = asdict(self)
-        for key in ("repo", "cache", "task_files"):
+        for key in ("repo", "cache", "task_files", "llm_fallback", "llm_context"):
             if not d[key]:
                 del d[key]
         return d
@@ -88,12 +93,25 @@ class RunConfig:
             raise ValueError("--iterations must be at least 0")
         if self.budget <= 0:
             raise ValueError("--budget must be positive")
+        if self.llm_context is not None and self.llm_context < 512:
+            raise ValueError("--llm-context must be at least 512 tokens")
+        for spec in self.llm_fallback:
+            parse_endpoint(spec)
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""
         keep = {k: v for k, v in self.to_dict().items()
-                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback")}
+                if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback",
+                             "llm_fallback", "llm_context")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def parse_endpoint(spec: str) -> tuple[str, str]:
+    """`MODEL@URL` as (model, url); ValueError naming the flag when it is not that."""
+    model, sep, url = spec.partition("@")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise ValueError(f"--llm-fallback {spec!r}: expected MODEL@URL, e.g. small@http://127.0.0.1:8080/v1")
+    return model, url
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -148,6 +166,8 @@ RESUME_RULES: dict[str, str] = {
     "max_trials": "may_increase",
     "max_tokens": "may_increase",
     "max_usd": "may_increase",
+    "llm_fallback": "may_change",
+    "llm_context": "may_change",
 }
 
 

@@ -23,7 +23,8 @@ def strategy_cycle(state: LoopState, llm: RunLLM, journal: Journal, min_active: 
     cfg = strategy.SearchConfig(active=state.active, frozen=state.frozen, guidance=state.guidance)
     decision = None
     if llm.online:
-        decision = llm.chat_json(strategy.llm_messages(cfg, state.history, fence), Level.STRATEGY, "strategy")
+        decision = llm.chat_json(strategy.llm_messages(cfg, state.history, fence), Level.STRATEGY, "strategy",
+                                 schema=strategy.decision_schema(sorted(state.space)), schema_name="search_config")
     source = "llm" if decision else "offline"
     answer = (LLMAnswer.USABLE if decision else LLMAnswer.FAILED) if llm.online else None
     decision = decision or strategy.offline_decision(cfg, state.history)

@@ -8,13 +8,18 @@ caller falls back to its offline rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.llm.client import BudgetExceeded, LLMClient, LLMConfig, LLMError
+from bilevel.runtime.llm.fit import DEFAULT_CONTEXT
 from bilevel.runtime.run.budgets import Budgets, Stop
-from bilevel.runtime.run.config import RunConfig
+from bilevel.runtime.run.config import RunConfig, parse_endpoint
 from bilevel.runtime.vocabulary import RunState
 
 
@@ -26,10 +31,32 @@ class RunLLM:
         self.cfg, self.journal, self.log, self.iteration = cfg, journal, log, iteration
         self.client: LLMClient | None = None
         self._answers_at_start: int | None = None
+        self.waiting: dict | None = None          # the round being waited for, updated as it streams
+        self.on_wait: Callable[[], None] | None = None   # told when a round starts and ends
         if cfg.llm != "offline":
-            config = LLMConfig.from_env(base_url=cfg.llm_base_url, model=cfg.llm)
-            self.client = LLMClient(config, budgets.llm_budget(journal.llm_totals()), on_call=self._record,
-                                    run_id=run_id)
+            self.client = self._client(LLMConfig.from_env(base_url=cfg.llm_base_url, model=cfg.llm), budgets,
+                                       run_id)
+
+    def _client(self, config: LLMConfig, budgets: Budgets, run_id: str) -> LLMClient:
+        """The run's client, its prompts fitted to the model's context: --llm-context, else what the
+        endpoint reports, else DEFAULT_CONTEXT; an answer gets at most half of the context."""
+        def build(config: LLMConfig, context: int | None) -> LLMClient:
+            fallbacks = [replace(f, max_tokens=config.max_tokens) for f in fallback_configs(self.cfg.llm_fallback)]
+            return LLMClient(config, budgets.llm_budget(self.journal.llm_totals()), on_call=self._record,
+                             run_id=run_id, fallbacks=fallbacks, should_stop=lambda: _stopping(budgets),
+                             on_progress=self._on_progress, context_tokens=context)
+
+        client = build(config, None)
+        context, source = self.cfg.llm_context, "--llm-context"
+        if context is None:
+            context, source = client.discover_context(), "the endpoint"
+        if context is None:
+            context, source = DEFAULT_CONTEXT, "the default"
+        client.close()
+        config = replace(config, max_tokens=min(config.max_tokens, context // 2))
+        self.log.info("llm_context", tokens=context, source=source, max_tokens=config.max_tokens)
+        self.journal.event("llm_context", {"tokens": context, "source": source, "max_tokens": config.max_tokens})
+        return build(config, context)
 
     @property
     def online(self) -> bool:
@@ -41,8 +68,22 @@ class RunLLM:
             prompt_sha256=rec.get("prompt_sha256"), tokens_in=rec.get("tokens_in", 0),
             tokens_out=rec.get("tokens_out", 0), usd=rec.get("usd", 0.0),
             latency_s=rec.get("latency_s"), attempts=rec.get("attempts"), error=rec.get("error"),
-            iteration=self.iteration(),
+            iteration=self.iteration(), endpoint=rec.get("endpoint"), response_format=rec.get("response_format"),
         )
+
+    def _on_progress(self, event: dict) -> None:
+        """The client's round events, kept as `waiting` for the display (its waiting line)."""
+        state = event.get("state")
+        if state == "start":
+            self.waiting = {"level": event["level"], "purpose": event["purpose"], "tokens": 0,
+                            "started_monotonic": time.monotonic()}
+        elif state == "streaming" and self.waiting is not None:
+            self.waiting["tokens"] = event.get("tokens") or 0
+            return
+        elif state == "end":
+            self.waiting = None
+        if self.on_wait is not None:
+            self.on_wait()
 
     def check_unusable(self, view: RunView, limit: int) -> None:
         """K unusable LLM answers in a row (`llm.max_unusable`): say so loudly, and end the run as
@@ -63,12 +104,14 @@ class RunLLM:
         print(f"bilevel: {reason}; going on offline (--offline-fallback)", flush=True)
         self.client = None
 
-    def chat_json(self, messages: list[dict], level: str, purpose: str) -> dict | None:
+    def chat_json(self, messages: list[dict], level: str, purpose: str,
+                  schema: Mapping[str, Any] | None = None, schema_name: str = "answer") -> dict | None:
         """A JSON answer, or None (offline, or the LLM failed): the caller falls back."""
         if self.client is None:
             return None
         try:
-            return self.client.chat_json(messages, level=level, purpose=purpose)
+            return self.client.chat_json(messages, level=level, purpose=purpose, schema=schema,
+                                         schema_name=schema_name)
         except BudgetExceeded as exc:
             self.journal.event("llm_budget_exhausted", {"reason": exc.reason})
             if self.cfg.offline_fallback:
@@ -89,3 +132,16 @@ class RunLLM:
             raise Stop(RunState.FINISHED, f"LLM budget exhausted: {exc.reason}") from None
         except LLMError as exc:
             return f"(the LLM call failed: {exc})"
+
+
+def fallback_configs(specs: list[str]) -> list[LLMConfig]:
+    """`--llm-fallback MODEL@URL` endpoints. The primary's API key is never sent to them: a
+    fallback gets BILEVEL_LLM_FALLBACK_API_KEY if set, else none (a local server needs none)."""
+    key = os.environ.get("BILEVEL_LLM_FALLBACK_API_KEY", "")
+    return [LLMConfig(base_url=url, model=model, api_key=key) for model, url in map(parse_endpoint, specs)]
+
+
+def _stopping(budgets: Budgets) -> bool:
+    """Whether a streamed answer should be cut off: a stop was asked for or the deadline passed."""
+    left = budgets.time_left()
+    return budgets.controls.stop_requested.is_set() or (left is not None and left <= 0)

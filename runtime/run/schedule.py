@@ -23,7 +23,7 @@ from pathlib import Path
 from bilevel.inner import tasks
 from bilevel.inner.acceptance import noise_floor
 from bilevel.inner.loop import LoopState, Step, iterate
-from bilevel.inner.proposer import OfflineProposer, proposal_messages
+from bilevel.inner.proposer import OfflineProposer, proposal_messages, proposal_schema
 from bilevel.runtime import logs
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
@@ -48,6 +48,7 @@ class Progress:
     iterations: int
     budgets: dict                     # time, tokens and USD left
     trial: dict | None = None         # the attempt whose container is starting, if that is the step
+    llm_wait: dict | None = None      # the LLM round being waited for (RunLLM.waiting), live
 
 
 Observer = Callable[[Progress], None]
@@ -96,7 +97,7 @@ class Schedule:
             return
         view = RunView.read(self.journal)
         p = Progress(view=view, iteration=self.state.iteration, iterations=self.cfg.iterations,
-                     budgets=self.budgets.left(view.llm_totals), trial=trial)
+                     budgets=self.budgets.left(view.llm_totals), trial=trial, llm_wait=self.llm.waiting)
         for observe in self.observers:
             observe(p)
 
@@ -106,7 +107,8 @@ class Schedule:
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
                                  guidance=state.guidance, fence=fence)
-        proposal = self.llm.chat_json(msgs, Level.INNER, "propose")
+        proposal = self.llm.chat_json(msgs, Level.INNER, "propose", schema=proposal_schema(state.space, state.active),
+                                      schema_name="proposal")
         self.llm_answer = LLMAnswer.FAILED if proposal is None else LLMAnswer.USABLE
         return proposal
 
@@ -289,6 +291,7 @@ class Run:
                              on_start=on_start)
         llm = RunLLM(self.cfg, journal, budgets, run_id, log, iteration=lambda: holder[0].state.iteration
                      if holder else None)
+        llm.on_wait = lambda: holder[0].progress() if holder else None
         schedule = Schedule(cfg=self.cfg, journal=journal, budgets=budgets, trials=trials, llm=llm, mechs=mechs,
                             offline=OfflineProposer(task.space, self.cfg.seed + len(journal.trials())),
                             state=loop_state(RunView.read(journal), task, self.cfg), log=log,

@@ -381,3 +381,27 @@ def test_status_shape(j: Journal):
         j.set_mechanism_active(gen, True)
     with Journal.open_readonly(j.path) as ro:
         assert RunView.read(ro).status() == s
+
+
+def test_a_version_1_journal_migrates_to_record_endpoints_and_keeps_its_llm_calls(tmp_path, monkeypatch):
+    db = tmp_path / "journal.db"
+    released = jschema.MIGRATIONS
+    monkeypatch.setattr(jschema, "MIGRATIONS", released[:1])
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", 1)
+    with Journal.open(db) as old:   # what bilevel wrote before the fallback chain
+        old.init_run("r", {"llm": "m"}, {})
+        old._write("INSERT INTO llm_calls (level, purpose, model, tokens_in, outcome, at)"
+                   " VALUES ('1', 'propose', 'm', 12, 'ok', 'then')")
+    monkeypatch.setattr(jschema, "MIGRATIONS", released)
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", len(released))
+    with pytest.raises(JournalVersionError, match="resume` migrates it"):
+        Journal.open_readonly(db)
+    with Journal.open(db) as j:      # what `bilevel resume` does first
+        assert j.schema_version() == len(released) >= 2
+        j.record_llm_call(level="1", purpose="propose", model="m2", outcome="ok", endpoint="m2@http://b",
+                          response_format="json_object+schema")
+    with Journal.open_readonly(db) as ro:
+        calls = ro.llm_calls()
+        assert [(c["model"], c["endpoint"], c["response_format"]) for c in calls] == [
+            ("m", None, None), ("m2", "m2@http://b", "json_object+schema")]
+        assert ro.llm_totals()["calls"] == 2 and RunView.read(ro).run.run_id == "r"

@@ -105,3 +105,22 @@ def test_display_says_how_many_decisions_fell_back_from_the_llm():
     display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})
     display.console.print(display._render())
     assert "fallback 2" in frame.getvalue()
+
+
+def test_display_says_which_llm_round_it_is_waiting_for():
+    out = io.StringIO()
+    wait = {"level": "2", "purpose": "research:explore", "tokens": 0, "started_monotonic": time.monotonic() - 65}
+    with LiveDisplay(out) as display:
+        display.update(_snapshot(None, []))
+        display.update({**_snapshot(None, []), "llm_wait": wait})
+        wait["tokens"] = 1234                      # streamed meanwhile: the same live object
+        display.update({**_snapshot(None, []), "llm_wait": wait})   # no new line while it waits
+        display.update({**_snapshot(None, []), "llm_wait": None})
+    frame = io.StringIO()
+    term = LiveDisplay(frame, plain=False)
+    term.update({**_snapshot(None, []), "llm_wait": wait})
+    term.console.print(term._render())
+    lines = out.getvalue().splitlines()
+    assert "waiting for the LLM: level 2 research:explore, 1:05 elapsed" in lines[1] and len(lines) == 3
+    assert "LLM answered level 2 research:explore after 1:0" in lines[2] and "~1,234 tokens streamed" in lines[2]
+    assert "waiting for the LLM: level 2 research:explore" in frame.getvalue() and "~1,234 tokens" in frame.getvalue()
