@@ -81,8 +81,8 @@ def test_a_short_bilevel_run_against_a_real_local_model(tmp_path, local_server):
     base, server_log = local_server
     run = tmp_path / "run"
     env = {**os.environ, "BILEVEL_LLM_BASE_URL": base, "BILEVEL_LLM_API_KEY": ""}
-    r = subprocess.run([*BILEVEL, "run", "--llm", "smollm2", "--iterations", "2", "--budget", "2",
-                        "--strategy-every", "2", "--research-every", "2", "--llm-context", "8192",
+    r = subprocess.run([*BILEVEL, "run", "--llm", "smollm2", "--iterations", "3", "--budget", "2",
+                        "--strategy-every", "3", "--research-every", "2", "--llm-context", "8192",
                         "--run-dir", str(run)], capture_output=True, text=True, timeout=3000, env=env)
     with Journal.open_readonly(run) as j:
         view = RunView.read(j)
@@ -98,10 +98,10 @@ def test_a_short_bilevel_run_against_a_real_local_model(tmp_path, local_server):
     # The counts of LLM versus fallback decisions agree with what the iteration records say.
     d = view.llm_decisions()["1"]
     records = view.iterations
-    assert d["asked"] == len(records) == 2
+    assert d["asked"] == len(records) == 3
     assert d["usable"] == sum(rec.payload["llm"] == "usable" for rec in records)
     assert d["llm"] == sum(rec.source == "proposer" and rec.payload["llm"] == "usable" for rec in records)
-    assert d["llm"] + d["fallback"] + d["mechanism"] == 2
+    assert d["llm"] + d["fallback"] + d["mechanism"] == 3
     # A generated module, if the model wrote one, went through validation; only an accepted one runs.
     for p in research:
         assert p["origin"] == "generated" and isinstance(p["accepted"], bool) and p["reason"] is not None
