@@ -82,7 +82,7 @@ def test_a_short_bilevel_run_against_a_real_local_model(tmp_path, local_server):
     run = tmp_path / "run"
     env = {**os.environ, "BILEVEL_LLM_BASE_URL": base, "BILEVEL_LLM_API_KEY": ""}
     r = subprocess.run([*BILEVEL, "run", "--llm", "smollm2", "--iterations", "3", "--budget", "2",
-                        "--strategy-every", "3", "--research-every", "2", "--llm-context", "8192",
+                        "--strategy-every", "2", "--research-every", "2", "--llm-context", "8192",
                         "--run-dir", str(run)], capture_output=True, text=True, timeout=3000, env=env)
     with Journal.open_readonly(run) as j:
         view = RunView.read(j)
@@ -102,6 +102,7 @@ def test_a_short_bilevel_run_against_a_real_local_model(tmp_path, local_server):
     assert d["usable"] == sum(rec.payload["llm"] == "usable" for rec in records)
     assert d["llm"] == sum(rec.source == "proposer" and rec.payload["llm"] == "usable" for rec in records)
     assert d["llm"] + d["fallback"] + d["mechanism"] == 3
+    assert view.llm_decisions()["1.5"]["asked"] == 1 and len(research) == 1   # every level ran
     # A generated module, if the model wrote one, went through validation; only an accepted one runs.
     for p in research:
         assert p["origin"] == "generated" and isinstance(p["accepted"], bool) and p["reason"] is not None
@@ -113,4 +114,7 @@ def test_a_short_bilevel_run_against_a_real_local_model(tmp_path, local_server):
     formats = sorted({(c["purpose"].split(":")[0], c["response_format"]) for c in calls})
     print("\nlocal LLM figures:", json.dumps({"proposals": d["asked"], "usable": d["usable"], "llm_decided": d["llm"],
                                              "formats": formats, "calls": len(calls),
+                                             "strategy": view.llm_decisions()["1.5"],
+                                             "research": [(p["accepted"], str(p["reason"])[:120]) for p in research],
+                                             "outcomes": sorted(c["outcome"] for c in calls),
                                              "tokens": view.llm_totals["tokens"]}), file=sys.stderr)
