@@ -22,6 +22,9 @@ SYSTEM = (
 )
 
 
+HYPOTHESIS_CHARS = 200   # of each past trial's hypothesis, in the proposal prompt
+
+
 def perturb(param: Param, value: Any, rng: random.Random, scale: float = 1.0) -> Any:
     """A nearby valid value: log-scale steps for numbers, flips for bools, draws for choices.
     Steps are wide (about x2.2 or /2.2 at one sigma for positive floats, up to half the value for
@@ -95,6 +98,35 @@ class OfflineProposer:
         return {"changes": changes, "hypothesis": f"{tag}: {desc}"}
 
 
+def proposal_schema(space: dict[str, Param], active: list[str]) -> dict:
+    """The JSON schema of a proposal, for endpoints with structured output: one to three of the
+    active constants, each of its declared type and range. The runtime checks every value again
+    (inner/candidates.py): the schema helps a weak model, it is not the check."""
+    props: dict[str, dict] = {}
+    for name in sorted(active):
+        p = space[name]
+        if p.type == "bool":
+            props[name] = {"type": "boolean"}
+        elif p.type == "choice":
+            props[name] = {"enum": list(p.values)}
+        else:
+            props[name] = {"type": "integer" if p.type == "int" else "number"}
+            if p.min is not None:
+                props[name]["minimum"] = p.min
+            if p.max is not None:
+                props[name]["maximum"] = p.max
+    return {
+        "type": "object",
+        "properties": {
+            "changes": {"type": "object", "properties": props, "additionalProperties": False,
+                        "minProperties": 1, "maxProperties": 3},
+            "hypothesis": {"type": "string", "maxLength": 300},
+        },
+        "required": ["changes", "hypothesis"],
+        "additionalProperties": False,
+    }
+
+
 def space_table(space: dict[str, Param], active: list[str]) -> str:
     rows = []
     for name in sorted(space):
@@ -111,8 +143,9 @@ def proposal_messages(
     history: list[dict], sections: list[dict], guidance: str, fence, pending: list[dict] = (),
 ) -> list[dict]:
     """The Level 1 prompt. Everything that came from an LLM, a trace or a log is fenced as data."""
-    recent = [
-        {k: h.get(k) for k in ("iteration", "changes", "val_bpb", "status", "kept", "hypothesis")}
+    recent = [  # one bounded row per trial: a hypothesis is cut to HYPOTHESIS_CHARS
+        {k: (str(h.get(k) or "")[:HYPOTHESIS_CHARS] if k == "hypothesis" else h.get(k))
+         for k in ("iteration", "changes", "val_bpb", "status", "kept", "hypothesis")}
         for h in history[-20:]
     ]
     parts = [

@@ -56,6 +56,18 @@ def offline_decision(cfg: SearchConfig, history: list[dict]) -> dict:
     return {"freeze": freeze, "unfreeze": unfreeze, "guidance": guidance}
 
 
+def decision_schema(names: list[str]) -> dict:
+    """The JSON schema of a Level 1.5 decision, for endpoints with structured output."""
+    name_list = {"type": "array", "items": {"enum": sorted(names)}, "maxItems": len(names)}
+    return {
+        "type": "object",
+        "properties": {"freeze": name_list, "unfreeze": name_list,
+                       "guidance": {"type": "string", "maxLength": 600}},
+        "required": ["freeze", "unfreeze", "guidance"],
+        "additionalProperties": False,
+    }
+
+
 def llm_messages(cfg: SearchConfig, history: list[dict], fence) -> list[dict]:
     stats = param_stats(history)
     return [

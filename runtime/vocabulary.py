@@ -101,3 +101,42 @@ LEVELS = tuple(Level)
 # The journal event a Level 2 session writes before it activates anything (its outcome is the
 # `research_session` decision written after); `RunView.research_in_flight` pairs them.
 RESEARCH_INTENT = "research_intent"
+class LLMAnswer(StrEnum):
+    """What became of one decision the LLM was asked for (a proposal, a strategy, a session)."""
+
+    USABLE = "usable"      # parsed, and passed the checks that apply to it
+    REFUSED = "refused"    # parsed, but refused (outside the search space, a rejected module)
+    FAILED = "failed"      # no usable reply at all (malformed after the re-ask, or the call failed)
+
+
+class DecisionSource(StrEnum):
+    """Who took a decision, as `RunView.llm_decisions` counts them per level."""
+
+    LLM = "llm"
+    FALLBACK = "fallback"     # the offline rule, in a run that has an LLM
+    OFFLINE = "offline"       # the offline rule, in an offline run
+    MECHANISM = "mechanism"   # Level 1: a mechanism's candidate was run
+
+
+class LLMCallOutcome(StrEnum):
+    """The journal's `llm_calls.outcome`."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    ERROR = "error"
+    BUDGET = "budget"
+    TIMEOUT = "timeout"       # the client gave up (its deadline) and closed the connection
+    UNSUPPORTED = "unsupported"  # the endpoint refused a request option (e.g. a JSON schema)
+
+
+class ResponseFormat(StrEnum):
+    """How a JSON answer was asked for, strongest first; a run steps down when an endpoint
+    refuses one (HTTP 400/422/500 on the option) and journals which one each call used."""
+
+    JSON_SCHEMA = "json_schema"              # {"type": "json_schema", "json_schema": {...}} (OpenAI)
+    JSON_OBJECT_SCHEMA = "json_object+schema"  # {"type": "json_object", "schema": {...}} (llama.cpp)
+    JSON_OBJECT = "json_object"              # JSON mode, no schema
+    PLAIN = "plain"                          # no response_format: the prompt asks, repair and re-ask
+
+
+RESPONSE_FORMATS = tuple(ResponseFormat)

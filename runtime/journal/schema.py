@@ -131,6 +131,11 @@ MIGRATIONS: list[list[str]] = [
             kind TEXT NOT NULL,
             payload TEXT NOT NULL)""",
     ],
+    # 2: which endpoint answered each LLM call (a fallback chain), and how JSON was asked for.
+    [
+        "ALTER TABLE llm_calls ADD COLUMN endpoint TEXT",
+        "ALTER TABLE llm_calls ADD COLUMN response_format TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -156,11 +161,9 @@ def check_version(conn: sqlite3.Connection, path: Path, version: int, readonly: 
     app = conn.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
     if app is None or app[0] != APPLICATION:
         raise JournalError(f"{path} is an SQLite database but not a bilevel journal")
-    if readonly and version < SCHEMA_VERSION:
-        raise JournalVersionError(
-            f"journal {path} has schema version {version}, older than this bilevel's "
-            f"{SCHEMA_VERSION}; `bilevel resume` migrates it"
-        )
+    # An older journal opened read-only is read as it is, never migrated: `status`, `report` and
+    # `replay` of a run made before an upgrade work and change nothing in its folder (the readers
+    # select no column a later step added); a writer (`bilevel resume`) migrates it first.
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

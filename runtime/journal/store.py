@@ -385,13 +385,15 @@ class Journal:
         attempts: int = 1,
         error: str | None = None,
         iteration: int | None = None,
+        endpoint: str | None = None,
+        response_format: str | None = None,
     ) -> int:
         cur = self._write(
             "INSERT INTO llm_calls (level, purpose, model, prompt_sha256, tokens_in, tokens_out,"
-            " usd, latency_s, outcome, attempts, error, iteration, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " usd, latency_s, outcome, attempts, error, iteration, at, endpoint, response_format)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (level, purpose, model, prompt_sha256, tokens_in, tokens_out, usd, latency_s,
-             outcome, attempts, error, iteration, now()),
+             outcome, attempts, error, iteration, now(), endpoint, response_format),
         )
         return cur.lastrowid
 
@@ -402,6 +404,10 @@ class Journal:
             " FROM llm_calls"
         ).fetchone()
         return {"calls": calls, "tokens": tokens, "usd": float(usd)}
+
+    def llm_calls(self) -> list[dict]:
+        """Every LLM call's row, in order (older journals' rows have NULL endpoint and format)."""
+        return self._rows("SELECT * FROM llm_calls ORDER BY id")
 
     def llm_by_level(self) -> list[dict]:
         """Calls, failed calls, tokens in and out, USD and purposes, per level."""

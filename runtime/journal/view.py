@@ -20,7 +20,7 @@ from bilevel.runtime.journal.artifacts import ArtifactStore
 from bilevel.runtime.journal.records import Decision, Iteration, LLMUse, Mechanism, RunInfo, Trial
 from bilevel.runtime.journal.schema import TRIAL_STATUSES
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.vocabulary import RESEARCH_INTENT, Level, SlotState
+from bilevel.runtime.vocabulary import RESEARCH_INTENT, DecisionSource, Level, LLMAnswer, MechanismOrigin, SlotState
 
 # The journal event that says which slot (CPU set, GPU ids) an attempt ran in; written as the
 # attempt's row is, before its container starts.
@@ -39,6 +39,7 @@ class RunView:
     slot_events: tuple[dict, ...] = ()     # {trial_id, seq, slot, cpuset, cpus, gpus, gpu_count}
     research_intents: tuple[dict, ...] = ()  # Level 2 decisions journaled before they were carried out
     call_refs: tuple[dict, ...] = ()       # artifact refs of large hook inputs and outputs
+    llm_answers: tuple[tuple[int, str, str], ...] = ()  # (iteration, level, LLMAnswer), in order
 
     @classmethod
     def read(cls, journal: Journal) -> RunView:
@@ -46,10 +47,11 @@ class RunView:
         decisions = tuple(Decision.from_row(d) for d in journal.decisions())
         retired = _retirements(decisions)
         calls = journal.mechanism_call_counts()
+        iteration_events = journal.events("iteration")
         return cls(
             run=RunInfo.from_row(run) if run else None,
             attempts=tuple(Trial.from_row(t) for t in journal.trials()),
-            iterations=tuple(Iteration.from_payload(e["payload"] or {}) for e in journal.events("iteration")),
+            iterations=tuple(Iteration.from_payload(e["payload"] or {}) for e in iteration_events),
             mechanisms=tuple(Mechanism.from_row(m, calls.get(m["mech_id"], {}), retired.get(m["mech_id"]))
                              for m in journal.mechanisms()),
             decisions=decisions,
@@ -60,6 +62,7 @@ class RunView:
             slot_events=tuple(e["payload"] for e in journal.events(SLOT_EVENT)),
             research_intents=tuple(e["payload"] for e in journal.events(RESEARCH_INTENT)),
             call_refs=tuple(journal.mechanism_call_refs()),
+            llm_answers=_llm_answers(iteration_events, decisions),
         )
 
     # ---- the run ----------------------------------------------------------------------------
@@ -251,6 +254,56 @@ class RunView:
             s["trial"] = last if running else None
             s["trials"] = len(s["attempts"])
         return [out[k] for k in sorted(out)]
+    @property
+    def online(self) -> bool:
+        """Whether the run was given an LLM (a run that fell back to offline mid-way still was)."""
+        return self.config.get("llm", "offline") != "offline"
+
+    def llm_decisions(self) -> dict[str, dict[str, int]]:
+        """Per level: who took each decision (`DecisionSource`), and how many LLM answers were
+        sought (`asked`) and how many were usable. In a run with an LLM every decision the
+        offline rule took is a fallback, whatever the reason (an unusable answer, a failed call,
+        a spent budget under --offline-fallback): the counts never pass an offline run for an
+        LLM one."""
+        out = {lv.value: {"asked": 0, "usable": 0, **dict.fromkeys(DecisionSource, 0)} for lv in Level}
+        offline = DecisionSource.FALLBACK if self.online else DecisionSource.OFFLINE
+        for rec in self.iterations:
+            row = out[Level.INNER]
+            answer = rec.payload.get("llm")
+            if rec.source in ("proposer", "fallback"):
+                llm_chose = rec.source == "proposer" and (answer == LLMAnswer.USABLE or (
+                    "llm" not in rec.payload and self.online))   # older journals did not say
+                row[DecisionSource.LLM if llm_chose else offline] += 1
+            elif rec.source != "resumed":
+                row[DecisionSource.MECHANISM] += 1
+        for d in self.decisions:
+            if d.level not in (Level.STRATEGY, Level.RESEARCH) or not isinstance(d.payload, dict):
+                continue
+            row = out[d.level]
+            if d.level == Level.STRATEGY:
+                by_llm = d.kind.endswith(":llm")
+            else:
+                by_llm = d.payload.get("origin") == MechanismOrigin.GENERATED
+                by_llm = by_llm and _research_answer(d.payload) == LLMAnswer.USABLE
+            row[DecisionSource.LLM if by_llm else offline] += 1
+        for _it, level, answer in self.llm_answers:
+            out[level]["asked"] += 1
+            out[level]["usable"] += answer == LLMAnswer.USABLE
+        return out
+
+    @property
+    def unusable_streak(self) -> int:
+        """How many LLM answers in a row, up to now and across levels, were not usable."""
+        n = 0
+        for _it, _level, answer in reversed(self.llm_answers):
+            if answer == LLMAnswer.USABLE:
+                break
+            n += 1
+        return n
+
+    def llm_status(self) -> dict[str, Any]:
+        """The status contract's `llm` object ({calls, tokens, usd}), with additive keys."""
+        return {**self.llm_totals, "decisions": self.llm_decisions(), "unusable_streak": self.unusable_streak}
 
     # ---- `bilevel status --json` ----------------------------------------------------------------
 
@@ -269,7 +322,7 @@ class RunView:
                  "active": m.active, "quarantined": m.quarantined, "calls": dict(m.calls)}
                 for m in self.mechanisms
             ],
-            "llm": dict(self.llm_totals),
+            "llm": self.llm_status(),
             "slots": [{k: v for k, v in s.items() if k != "attempts"} for s in self.slots()],
             "gpu_hours": round(self.gpu_hours, 6),
         }
@@ -279,3 +332,28 @@ def _retirements(decisions: Iterable[Decision]) -> dict[int, int | None]:
     """mech_id -> the iteration after which a Level 2 session retired it."""
     return {d.payload["retired"]: d.iteration for d in decisions
             if d.level == Level.RESEARCH and isinstance(d.payload, dict) and d.payload.get("retired")}
+
+
+def _research_answer(payload: dict) -> str:
+    """A Level 2 LLM session's answer: usable when its module was accepted or it retired one."""
+    if payload.get("accepted") or payload.get("action") == "retire":
+        return LLMAnswer.USABLE
+    return LLMAnswer.FAILED if not payload.get("source_ref") else LLMAnswer.REFUSED
+
+
+def _llm_answers(iteration_events: list[dict], decisions: Iterable[Decision]) -> tuple[tuple[int, str, str], ...]:
+    """Every decision the LLM was asked for, with what became of it, in the order the schedule
+    takes them: at iteration i, Level 1 first, then Level 1.5, then Level 2 (timestamps can tie)."""
+    out = []
+    for e in iteration_events:
+        p = e["payload"] or {}
+        if p.get("llm"):
+            out.append((p.get("iteration") or 0, Level.INNER.value, p["llm"]))
+    for d in decisions:
+        if not isinstance(d.payload, dict):
+            continue
+        if d.level == Level.STRATEGY and d.payload.get("llm"):
+            out.append((d.iteration or 0, d.level, d.payload["llm"]))
+        elif d.level == Level.RESEARCH and d.payload.get("origin") == MechanismOrigin.GENERATED:
+            out.append((d.iteration or 0, d.level, _research_answer(d.payload)))
+    return tuple(sorted(out, key=lambda a: (a[0], float(a[1]))))

@@ -23,8 +23,10 @@ from typing import Any
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
+from bilevel.runtime.llm.fit import PromptTooLong, fit_messages, prompt_limit
 from bilevel.runtime.llm.parsing import FENCE_RULE, fence, parse_json
 from bilevel.runtime.logs import get_logger
+from bilevel.runtime.vocabulary import RESPONSE_FORMATS, LLMCallOutcome, ResponseFormat
 
 __all__ = [
     "FENCE_RULE", "Budget", "BudgetExceeded", "LLMClient", "LLMConfig", "LLMConfigError",
@@ -56,11 +58,38 @@ class LLMConfigError(ValueError):
 
 
 class LLMError(RuntimeError):
-    """A call failed after its retries; the message is redacted and names the last error."""
+    """A call failed after its retries; the message is redacted and names the last error.
 
-    def __init__(self, message: str, attempts: int = 0) -> None:
+    `outcome` is what the journal records (`error`, or `timeout` when the client gave up and
+    closed the connection); `status` the last HTTP status, if any; `partial` what was streamed
+    (and so paid for) before the client gave up; `failover` whether another endpoint may serve.
+    """
+
+    def __init__(self, message: str, attempts: int = 0, *, outcome: str = LLMCallOutcome.ERROR,
+                 status: int | None = None, partial: Reply | None = None, failover: bool = False) -> None:
         super().__init__(message)
-        self.attempts = attempts
+        self.attempts, self.outcome, self.status = attempts, outcome, status
+        self.partial, self.failover = partial, failover
+
+
+class _Unsupported(Exception):
+    """The endpoint refused a request option (HTTP 400/422/500 with a response_format)."""
+
+    def __init__(self, exc: openai.APIStatusError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+class _Abandoned(Exception):
+    """The client stopped reading an answer (its deadline, a stopping run, an endless answer)."""
+
+    def __init__(self, why: str, text: str) -> None:
+        super().__init__(why)
+        self.why, self.text = why, text
+
+
+class _NoStream(Exception):
+    """The endpoint's body held no stream event (not an OpenAI-compatible answer)."""
 
 
 class BudgetExceeded(RuntimeError):
@@ -155,6 +184,8 @@ class Reply:
     latency_s: float
     attempts: int = 1
     priced: bool = True
+    response_format: str = ResponseFormat.PLAIN
+    endpoint: str = ""
 
 
 def estimate_tokens(text: str) -> int:
@@ -233,6 +264,39 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+# An endpoint that answers one of these to a request carrying a response_format may simply not
+# support that option (llama.cpp's server answers json_schema with a 500): step down, never fail.
+_UNSUPPORTED_STATUSES = (400, 422, 500)
+STREAM_SLACK_CHARS = 4096  # beyond 4 x max_tokens characters an answer ignores max_tokens: cut it
+
+
+def response_format(fmt: str, schema: Mapping[str, Any] | None, name: str) -> dict | None:
+    """The request's `response_format` for a format and a JSON schema (None: send none)."""
+    if fmt == ResponseFormat.JSON_SCHEMA and schema is not None:
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": dict(schema), "strict": False}}
+    if fmt == ResponseFormat.JSON_OBJECT_SCHEMA and schema is not None:
+        return {"type": "json_object", "schema": dict(schema)}
+    if fmt in (ResponseFormat.JSON_OBJECT, ResponseFormat.JSON_OBJECT_SCHEMA, ResponseFormat.JSON_SCHEMA):
+        return {"type": "json_object"}
+    return None
+
+
+@dataclass
+class Endpoint:
+    """One model at one URL, with what this run has learnt it accepts (`formats`, strongest first)."""
+
+    config: LLMConfig
+    client: Any
+    price_in: float
+    price_out: float
+    priced: bool
+    formats: list[str] = field(default_factory=lambda: list(RESPONSE_FORMATS))
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.model}@{self.config.base_url or 'default'}"
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, openai.APITimeoutError):
         return "timeout"
@@ -244,7 +308,16 @@ def _describe(exc: BaseException) -> str:
 
 
 class LLMClient:
-    """Chat with one model under a run's budget; thread-safe accounting."""
+    """Chat with one model under a run's budget; thread-safe accounting.
+
+    `fallbacks` are further endpoints, tried in order when one is down past its retries (a
+    connection error, a timeout, a 5xx or 429), within the same token and USD budgets. Every
+    answer is streamed: on the client's deadline (`timeout_s` per attempt), when `should_stop()`
+    says the run is stopping, or when an answer runs past max_tokens, the client closes the
+    connection, which is how an OpenAI-compatible server learns to stop generating, and the call
+    is journaled as `timeout` with what it had streamed. `on_progress(dict)` hears each round
+    start, its streamed tokens so far, and its end (the live display's waiting line).
+    """
 
     def __init__(
         self,
@@ -255,15 +328,24 @@ class LLMClient:
         run_id: str | None = None,
         price_overrides: Mapping[str, tuple[float, float]] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        fallbacks: Iterable[LLMConfig] = (),
+        should_stop: Callable[[], bool] | None = None,
+        on_progress: Callable[[dict], None] | None = None,
+        context_tokens: int | None = None,
     ) -> None:
         self.config = config
+        self.context_tokens = context_tokens   # None: prompts are sent as built (no fitting)
         self.budget = budget or Budget()
         self.retry = retry or RetryPolicy()
         self.on_call = on_call
+        self.on_progress = on_progress
+        self.should_stop = should_stop
         self.run_id = run_id
         self._sleep = sleep
-        self._price_in, self._price_out, self.priced = price_for(config, price_overrides)
         self._log = get_logger(run_id=run_id, trial_id=None, component="llm")
+        self.endpoints = [self._endpoint(c, price_overrides) for c in (config, *fallbacks)]
+        primary = self.endpoints[0]
+        self._price_in, self._price_out, self.priced = primary.price_in, primary.price_out, primary.priced
         self._lock = threading.Lock()
         self._reserved_tokens = 0
         self._reserved_usd = 0.0
@@ -271,21 +353,27 @@ class LLMClient:
             "calls": 0, "tokens_in": 0, "tokens_out": 0, "usd": 0.0,
             "malformed": 0, "errors": 0, "refused": 0, "per_level": {},
         }
-        self._client = openai.OpenAI(
+        self._client = primary.client
+
+    def _endpoint(self, config: LLMConfig, overrides: Mapping[str, tuple[float, float]] | None) -> Endpoint:
+        price_in, price_out, priced = price_for(config, overrides)
+        client = openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key or "EMPTY",  # local servers need none; the SDK needs a string
             max_retries=0,
             timeout=config.timeout_s,
         )
-        if not self.priced:
+        if not priced:
             self._log.warning("llm.unpriced_model", model=config.model,
                               note="cost counted as 0; give a price so a USD budget can bind")
+        return Endpoint(config, client, price_in, price_out, priced)
 
     def __repr__(self) -> str:
         return f"LLMClient({self.config!r}, {self.budget!r}, {self.retry!r})"
 
     def close(self) -> None:
-        self._client.close()
+        for ep in self.endpoints:
+            ep.client.close()
 
     def __enter__(self) -> LLMClient:
         return self
@@ -293,15 +381,41 @@ class LLMClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def discover_context(self) -> int | None:
+        """The primary model's context in tokens, where its endpoint's model list says it
+        (vLLM `max_model_len`, others `context_length`, `context_window`, `n_ctx`); else None."""
+        try:
+            models = self.endpoints[0].client.with_options(timeout=5.0).models.list()
+            for model in models.data:
+                extra = {**(getattr(model, "model_extra", None) or {}), "id": getattr(model, "id", None)}
+                if extra["id"] not in (None, self.config.model) and len(models.data) > 1:
+                    continue
+                meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                for key in ("max_model_len", "context_length", "context_window", "n_ctx"):
+                    value = extra.get(key, meta.get(key))
+                    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                        return value
+        except Exception as exc:  # noqa: BLE001 - an endpoint without a model list is common
+            self._log.info("llm.context_unknown", error=self._redact(_describe(exc))[:200])
+        return None
+
+    @property
+    def response_formats(self) -> dict[str, str]:
+        """What each endpoint has been found to accept so far: its strongest format."""
+        return {ep.name: ep.formats[0] for ep in self.endpoints}
+
     # -- accounting -------------------------------------------------------------------------
 
-    def _cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self._price_in + tokens_out * self._price_out) / 1_000_000
+    def _cost(self, tokens_in: int, tokens_out: int, ep: Endpoint | None = None) -> float:
+        ep = ep or self.endpoints[0]
+        return (tokens_in * ep.price_in + tokens_out * ep.price_out) / 1_000_000
 
     def _reserve(self, messages: list[dict], level: str, purpose: str) -> tuple[int, float]:
-        """Check the call's worst case against the budgets and hold it until the call ends."""
+        """Check the call's worst case against the budgets and hold it until the call ends.
+        The worst case is priced at the dearest endpoint of the chain, which may be the one to answer."""
         worst_tokens = estimate_tokens(_messages_text(messages)) + self.config.max_tokens
-        worst_usd = self._cost(worst_tokens - self.config.max_tokens, self.config.max_tokens)
+        worst_usd = max(self._cost(worst_tokens - self.config.max_tokens, self.config.max_tokens, ep)
+                        for ep in self.endpoints)
         with self._lock:
             u = self._usage
             used_tokens = u["tokens_in"] + u["tokens_out"] + self._reserved_tokens
@@ -320,30 +434,34 @@ class LLMClient:
                 self._reserved_usd += worst_usd
                 return worst_tokens, worst_usd
             u["refused"] += 1
-        record = self._record(level, purpose, messages, outcome="budget", error=reason)
+        record = self._record(level, purpose, messages, outcome=LLMCallOutcome.BUDGET, error=reason)
         self._emit(record)
         raise BudgetExceeded(f"{reason} (level {level}, {purpose})")
+
+    def _count(self, level: str, reply: Reply | None, outcome: str) -> None:
+        """One journaled call in the totals (under the lock)."""
+        u = self._usage
+        lv = u["per_level"].setdefault(
+            level, {"calls": 0, "tokens_in": 0, "tokens_out": 0, "usd": 0.0, "malformed": 0})
+        u["calls"] += 1
+        lv["calls"] += 1
+        if reply is not None:
+            for k, v in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
+                         ("usd", reply.usd)):
+                u[k] += v
+                lv[k] += v
+        if outcome in (LLMCallOutcome.ERROR, LLMCallOutcome.TIMEOUT):
+            u["errors"] += 1
+        if outcome == LLMCallOutcome.MALFORMED:
+            u["malformed"] += 1
+            lv["malformed"] += 1
 
     def _settle(self, held: tuple[int, float], level: str, reply: Reply | None,
                 outcome: str) -> None:
         with self._lock:
             self._reserved_tokens -= held[0]
             self._reserved_usd -= held[1]
-            u = self._usage
-            lv = u["per_level"].setdefault(
-                level, {"calls": 0, "tokens_in": 0, "tokens_out": 0, "usd": 0.0, "malformed": 0})
-            u["calls"] += 1
-            lv["calls"] += 1
-            if reply is not None:
-                for k, v in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
-                             ("usd", reply.usd)):
-                    u[k] += v
-                    lv[k] += v
-            if outcome == "error":
-                u["errors"] += 1
-            if outcome == "malformed":
-                u["malformed"] += 1
-                lv["malformed"] += 1
+            self._count(level, reply, outcome)
 
     def usage(self) -> dict:
         """Totals for the run and per level: calls, tokens, usd, malformed replies."""
@@ -358,38 +476,52 @@ class LLMClient:
     # -- records ----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        key = self.config.api_key
-        return text.replace(key, _REDACTED) if key and len(key) >= 4 else text
+        for ep in self.endpoints:
+            key = ep.config.api_key
+            if key and len(key) >= 4:
+                text = text.replace(key, _REDACTED)
+        return text
 
     def _record(self, level: str, purpose: str, messages: list[dict], *, outcome: str,
                 reply: Reply | None = None, attempts: int = 0, latency_s: float = 0.0,
-                error: str | None = None) -> dict:
+                error: str | None = None, endpoint: Endpoint | None = None,
+                fmt: str | None = None) -> dict:
         canon = json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)
+        ep = endpoint or self.endpoints[0]
         return {
             "level": level,
             "purpose": purpose,
-            "model": self.config.model,
+            "model": ep.config.model,
             "prompt_sha256": hashlib.sha256(canon.encode()).hexdigest(),
             "tokens_in": reply.tokens_in if reply else 0,
             "tokens_out": reply.tokens_out if reply else 0,
             "usd": reply.usd if reply else 0.0,
-            "priced": self.priced,
+            "priced": ep.priced,
             "latency_s": round(reply.latency_s if reply else latency_s, 4),
             "outcome": outcome,
-            "attempts": reply.attempts if reply else attempts,
+            "attempts": reply.attempts if reply and not attempts else attempts,
             "error": self._redact(error) if error else None,
+            "endpoint": reply.endpoint if reply else ep.name,
+            "response_format": reply.response_format if reply else fmt,
         }
 
     def _emit(self, record: dict) -> None:
         # structlog's own `level` key is the log level, so the LLM level is logged as llm_level
         fields = {("llm_level" if k == "level" else k): v for k, v in record.items()
                   if k != "prompt_sha256"}
-        if record["outcome"] == "ok":
+        if record["outcome"] == LLMCallOutcome.OK:
             self._log.info("llm.call", **fields)
         else:
             self._log.warning("llm.call", **fields)
         if self.on_call is not None:
             self.on_call(record)
+
+    def _progress(self, **event: Any) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(event)
+            except Exception:  # noqa: BLE001 - a display must never break a call
+                self._log.warning("llm.progress_observer_failed")
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -413,75 +545,186 @@ class LLMClient:
 
         return wait, stop
 
-    def _send(self, messages: list[dict], level: str, purpose: str) -> Reply:
-        """One logical call: retried transport, usage and cost; raises LLMError when it fails."""
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            kwargs: dict[str, Any] = {"model": self.config.model, "messages": messages,
-                                      "max_tokens": self.config.max_tokens}
-            if self.config.temperature is not None:
-                kwargs["temperature"] = self.config.temperature
-            return self._client.chat.completions.create(**kwargs)
-
-        wait, stop = self._wait_plan()
-
-        def before_sleep(rs: RetryCallState) -> None:
-            exc = rs.outcome.exception() if rs.outcome else None
-            self._log.warning("llm.retry", llm_level=level, purpose=purpose, attempt=attempts,
-                              wait_s=round(wait(rs), 3),
-                              error=self._redact(_describe(exc)) if exc else None)
-
-        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception(_retryable),
-                            sleep=self._sleep, before_sleep=before_sleep, reraise=True)
-        t0 = time.monotonic()
+    def _read_stream(self, stream: Any, ep: Endpoint, level: str, purpose: str) -> tuple[str, Any]:
+        """The streamed answer's text and usage. Closing the stream closes the connection: on
+        our deadline, a stopping run or an answer past max_tokens that is how the server is
+        told to stop generating (a non-streamed request would go on after we gave up)."""
+        parts: list[str] = []
+        usage, events, chars = None, 0, 0
+        deadline = time.monotonic() + ep.config.timeout_s
+        limit = 4 * ep.config.max_tokens + STREAM_SLACK_CHARS
         try:
-            completion = retrying(attempt)
-            choice = completion.choices[0]
-            text = choice.message.content or ""
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a redacted LLMError
-            message = f"{_describe(exc)} (after {attempts} attempt{'s' * (attempts != 1)})"
-            raise LLMError(self._redact(message), attempts) from None
-        latency = time.monotonic() - t0
-        usage = getattr(completion, "usage", None)
+            for chunk in stream:
+                events += 1
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    text = getattr(getattr(choice, "delta", None), "content", None)
+                    if text:
+                        parts.append(text)
+                        chars += len(text)
+                self._progress(state="streaming", level=level, purpose=purpose,
+                               tokens=math.ceil(chars / 4))
+                why = None
+                if time.monotonic() > deadline:
+                    why = f"timeout: no complete answer within {ep.config.timeout_s:g} s"
+                elif self.should_stop is not None and self.should_stop():
+                    why = "timeout: the run is stopping"
+                elif chars > limit:
+                    why = f"timeout: the answer ran past max_tokens ({ep.config.max_tokens})"
+                if why:
+                    raise _Abandoned(why, "".join(parts))
+        finally:
+            stream.close()
+        if not events:
+            raise _NoStream("the endpoint's answer held no stream event")
+        return "".join(parts), usage
+
+    def _reply(self, ep: Endpoint, messages: list[dict], text: str, usage: Any, latency: float,
+               attempts: int, fmt: str) -> Reply:
         tokens_in = getattr(usage, "prompt_tokens", None)
         tokens_out = getattr(usage, "completion_tokens", None)
         if tokens_in is None or tokens_out is None:  # no usage reported: count our estimate
             tokens_in = estimate_tokens(_messages_text(messages))
             tokens_out = estimate_tokens(text)
         return Reply(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),
-                     usd=self._cost(int(tokens_in), int(tokens_out)), latency_s=latency,
-                     attempts=attempts, priced=self.priced)
+                     usd=self._cost(int(tokens_in), int(tokens_out), ep), latency_s=latency,
+                     attempts=attempts, priced=ep.priced, response_format=fmt, endpoint=ep.name)
 
-    def _call(self, messages: list[dict], level: str, purpose: str,
-              judge: Callable[[Reply], str] | None = None) -> Reply:
-        """Reserve budget, send, settle, and emit one record; `judge` may mark it malformed."""
-        level = str(level)
-        held = self._reserve(messages, level, purpose)
+    def _send(self, ep: Endpoint, messages: list[dict], level: str, purpose: str, fmt: str,
+              schema: Mapping[str, Any] | None, schema_name: str) -> Reply:
+        """One logical call to one endpoint in one format: retried transport, streamed answer.
+        Raises _Unsupported (the format was refused) or LLMError."""
+        attempts = 0
+        rf = response_format(fmt, schema, schema_name)
+
+        def attempt() -> tuple[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            kwargs: dict[str, Any] = {"model": ep.config.model, "messages": messages,
+                                      "max_tokens": ep.config.max_tokens, "stream": True,
+                                      "stream_options": {"include_usage": True}}
+            if ep.config.temperature is not None:
+                kwargs["temperature"] = ep.config.temperature
+            if rf is not None:
+                kwargs["response_format"] = rf
+            try:
+                stream = ep.client.chat.completions.create(**kwargs)
+            except openai.APIStatusError as exc:
+                if rf is not None and exc.status_code in _UNSUPPORTED_STATUSES:
+                    raise _Unsupported(exc) from exc
+                raise
+            return self._read_stream(stream, ep, level, purpose)
+
+        wait, stop = self._wait_plan()
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            self._log.warning("llm.retry", llm_level=level, purpose=purpose, attempt=attempts,
+                              endpoint=ep.name, wait_s=round(wait(rs), 3),
+                              error=self._redact(_describe(exc)) if exc else None)
+
+        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception(_retryable),
+                            sleep=self._sleep, before_sleep=before_sleep, reraise=True)
         t0 = time.monotonic()
         try:
-            reply = self._send(messages, level, purpose)
-        except LLMError as exc:
-            self._settle(held, level, None, "error")
-            self._emit(self._record(level, purpose, messages, outcome="error",
-                                    attempts=exc.attempts, latency_s=time.monotonic() - t0,
-                                    error=str(exc)))
+            text, usage = retrying(attempt)
+        except _Unsupported:
             raise
-        outcome = judge(reply) if judge else "ok"
+        except _Abandoned as exc:
+            partial = self._reply(ep, messages, exc.text, None, time.monotonic() - t0, attempts, fmt)
+            raise LLMError(self._redact(exc.why), attempts, outcome=LLMCallOutcome.TIMEOUT,
+                           partial=partial) from None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a redacted LLMError
+            message = f"{_describe(exc)} (after {attempts} attempt{'s' * (attempts != 1)})"
+            timed_out = isinstance(exc, openai.APITimeoutError)
+            raise LLMError(self._redact(message), attempts,
+                           outcome=LLMCallOutcome.TIMEOUT if timed_out else LLMCallOutcome.ERROR,
+                           status=getattr(exc, "status_code", None), failover=_retryable(exc)) from None
+        return self._reply(ep, messages, text, usage, time.monotonic() - t0, attempts, fmt)
+
+    def _send_stepping_down(self, ep: Endpoint, messages: list[dict], level: str, purpose: str,
+                            schema: Mapping[str, Any] | None, schema_name: str) -> Reply:
+        """Send in the strongest format the endpoint is still believed to accept; on a refusal,
+        journal it and step down one format, and keep the step only if the weaker request is not
+        refused the same way (then the option was not the cause: the formats are restored)."""
+        if schema is None:
+            return self._send(ep, messages, level, purpose, ResponseFormat.PLAIN, None, schema_name)
+        dropped: list[str] = []
+        while True:
+            fmt = ep.formats[0]
+            try:
+                return self._send(ep, messages, level, purpose, fmt, schema, schema_name)
+            except _Unsupported as refused:
+                code = refused.exc.status_code
+                self._log.warning("llm.format_unsupported", endpoint=ep.name, response_format=fmt,
+                                  status=code, next=ep.formats[1])
+                self._emit(self._record(level, purpose, messages, outcome=LLMCallOutcome.UNSUPPORTED,
+                                        attempts=1, endpoint=ep, fmt=fmt,
+                                        error=self._redact(_describe(refused.exc))))
+                with self._lock:
+                    self._count(level, None, LLMCallOutcome.UNSUPPORTED)
+                dropped.append(ep.formats.pop(0))
+            except LLMError as exc:
+                if dropped and exc.status in _UNSUPPORTED_STATUSES and ep.formats[0] == ResponseFormat.PLAIN:
+                    ep.formats[:0] = dropped   # plain failed too: it was never the format
+                raise
+
+    def _call(self, messages: list[dict], level: str, purpose: str,
+              judge: Callable[[Reply], str] | None = None,
+              schema: Mapping[str, Any] | None = None, schema_name: str = "answer") -> Reply:
+        """Reserve budget, send (down the fallback chain), settle, and emit one record;
+        `judge` may mark the answer malformed."""
+        level = str(level)
+        if self.context_tokens:
+            try:
+                messages = fit_messages(messages, prompt_limit(self.context_tokens, self.config.max_tokens))
+            except PromptTooLong as exc:  # never sent over the limit: the caller falls back
+                with self._lock:
+                    self._count(level, None, LLMCallOutcome.ERROR)
+                self._emit(self._record(level, purpose, messages, outcome=LLMCallOutcome.ERROR, error=str(exc)))
+                raise LLMError(str(exc), 0) from None
+        held = self._reserve(messages, level, purpose)
+        t0 = time.monotonic()
+        self._progress(state="start", level=level, purpose=purpose, tokens=0)
+        try:
+            for i, ep in enumerate(self.endpoints):
+                try:
+                    reply = self._send_stepping_down(ep, messages, level, purpose, schema, schema_name)
+                    break
+                except LLMError as exc:
+                    if not exc.failover or i + 1 == len(self.endpoints):
+                        self._settle(held, level, exc.partial, exc.outcome)
+                        self._emit(self._record(level, purpose, messages, outcome=exc.outcome,
+                                                reply=exc.partial, attempts=exc.attempts,
+                                                latency_s=time.monotonic() - t0, error=str(exc), endpoint=ep,
+                                                fmt=ep.formats[0] if schema else ResponseFormat.PLAIN))
+                        raise
+                    self._log.warning("llm.failover", endpoint=ep.name, next=self.endpoints[i + 1].name,
+                                      error=str(exc)[:300])
+                    self._emit(self._record(level, purpose, messages, outcome=exc.outcome, reply=exc.partial,
+                                            attempts=exc.attempts, error=str(exc), endpoint=ep,
+                                            fmt=ep.formats[0] if schema else ResponseFormat.PLAIN))
+                    with self._lock:
+                        self._count(level, exc.partial, exc.outcome)
+        finally:
+            self._progress(state="end", level=level, purpose=purpose, tokens=None)
+        outcome = judge(reply) if judge else LLMCallOutcome.OK
         self._settle(held, level, reply, outcome)
-        self._emit(self._record(level, purpose, messages, outcome=outcome, reply=reply))
+        self._emit(self._record(level, purpose, messages, outcome=outcome, reply=reply, endpoint=ep))
         return reply
 
     def chat(self, messages: list[dict], *, level: str, purpose: str) -> Reply:
         """One chat completion. Raises BudgetExceeded (nothing sent) or LLMError (after retries)."""
         return self._call(list(messages), level, purpose)
 
-    def chat_json(self, messages: list[dict], *, level: str, purpose: str) -> dict | None:
+    def chat_json(self, messages: list[dict], *, level: str, purpose: str,
+                  schema: Mapping[str, Any] | None = None, schema_name: str = "answer") -> dict | None:
         """A JSON object from the model, repaired if need be, with one re-ask; None if hopeless.
 
-        Malformed output never raises; transport failures and budgets do, as in `chat`.
+        With a `schema`, the answer is asked for in the strongest form the endpoint accepts (a
+        JSON schema, else JSON mode with the schema, else JSON mode, else plain); the repair and
+        the re-ask stay as the last resort. Malformed output never raises; transport failures
+        and budgets do, as in `chat`.
         """
         messages = list(messages)
         why = ""
@@ -493,14 +736,14 @@ class LLMClient:
                 parsed, why = parse_json(reply.text)
             except Exception as exc:  # noqa: BLE001 - malformed output must never raise
                 parsed, why = None, f"{exc.__class__.__name__} while parsing"
-            return "ok" if parsed is not None else "malformed"
+            return LLMCallOutcome.OK if parsed is not None else LLMCallOutcome.MALFORMED
 
-        first = self._call(messages, level, purpose, judge)
+        first = self._call(messages, level, purpose, judge, schema, schema_name)
         if parsed is not None:
             return parsed
         retry_messages = messages + [
             {"role": "assistant", "content": first.text[:4000]},
             {"role": "user", "content": _REASK.format(why=why)},
         ]
-        self._call(retry_messages, level, f"{purpose}:reask", judge)
+        self._call(retry_messages, level, f"{purpose}:reask", judge, schema, schema_name)
         return parsed

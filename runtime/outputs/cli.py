@@ -103,6 +103,7 @@ def _run_config(args: argparse.Namespace):
         seed=args.seed, llm_base_url=args.llm_base_url, offline_fallback=args.offline_fallback,
         policy=args.policy, parallel=args.parallel, max_gpu_hours=args.max_gpu_hours,
         executor=args.executor, ray_address=args.ray_address,
+        llm_fallback=list(getattr(args, "llm_fallback", None) or []), llm_context=getattr(args, "llm_context", None),
     )
     cfg.validate()
     cfg.bind(task)
@@ -270,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--offline-fallback", action="store_true",
                    help="when the LLM budget runs out, go on offline instead of ending the run")
+    r.add_argument("--llm-fallback", action="append", metavar="MODEL@URL",
+                   help="a further endpoint, tried in order when the one before is down (repeatable)")
+    r.add_argument("--llm-context", type=int, metavar="N",
+                   help="the model's context in tokens (default: what the endpoint reports, else 8192)")
     r.add_argument("--policy")
     r.add_argument("--run-dir")
     r.set_defaults(func=cmd_run)

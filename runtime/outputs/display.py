@@ -47,7 +47,32 @@ def snapshot(progress: Progress) -> dict:
         "mechanisms": [{"name": m.name, "state": m.state.value, "calls": dict(m.calls)} for m in view.mechanisms],
         "recent": [{"seq": t.seq, "kind": t.kind.value, "status": t.status.value, "val_bpb": t.val_bpb,
                     "kept": t.kept, "hypothesis": t.hypothesis} for t in view.finished[-RECENT:]],
+        "llm": view.llm_status() if view.online else None,
+        "llm_wait": progress.llm_wait,   # live: its `tokens` grow while the answer streams
     }
+
+
+def wait_text(wait: dict, now: float | None = None) -> str:
+    """The LLM round being waited for: level, purpose, elapsed, tokens streamed so far."""
+    elapsed = (now if now is not None else time.monotonic()) - wait.get("started_monotonic", 0.0)
+    tokens = wait.get("tokens") or 0
+    return (f"waiting for the LLM: level {wait.get('level')} {_short(wait.get('purpose'), 40)}, "
+            f"{_fmt_secs(elapsed)} elapsed" + (f", ~{tokens:,} tokens so far" if tokens else ""))
+
+
+def llm_text(llm: dict | None) -> str | None:
+    """Who decided, per level (LLM / offline fallback / mechanism), and the unusable streak."""
+    if not llm:
+        return None
+    parts = []
+    for level, d in (llm.get("decisions") or {}).items():
+        if d["asked"] or d["fallback"] or d["llm"]:
+            mech = f" · mechanism {d['mechanism']}" if d.get("mechanism") else ""
+            parts.append(f"L{level} llm {d['llm']} · fallback {d['fallback']}{mech} "
+                         f"({d['usable']}/{d['asked']} answers usable)")
+    streak = llm.get("unusable_streak") or 0
+    text = "LLM decisions: " + ("; ".join(parts) or "none yet")
+    return text + (f"; {streak} unusable in a row" if streak else "")
 
 
 def _fmt_changes(changes: dict | None, limit: int = 90) -> str:
@@ -99,6 +124,8 @@ class LiveDisplay:
         self._seen: dict[int, str] = {}
         self._best: float | None = None
         self._mech_state: dict[str, str] = {}
+        self._llm_line: str | None = None
+        self._waiting: dict | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -186,7 +213,26 @@ class LiveDisplay:
             if self._mech_state.get(name) != state:
                 lines.append(f"mechanism {_short(name, 80)} {state}")
         self._mech_state = mechs
+        lines += self._wait_events(snap.get("llm_wait"))
+        line = llm_text(snap.get("llm"))
+        if line and line != self._llm_line:
+            self._llm_line = line
+            lines.append(line)
         return lines
+
+    def _wait_events(self, wait: dict | None) -> list[str]:
+        """A line when an LLM round starts, and one when it ends, with how long it took."""
+        out = []
+        if self._waiting is not None and wait is not self._waiting:
+            done = self._waiting
+            out.append(f"LLM answered level {done.get('level')} {_short(done.get('purpose'), 40)} after "
+                       f"{_fmt_secs(time.monotonic() - done.get('started_monotonic', 0.0))}"
+                       + (f" (~{done['tokens']:,} tokens streamed)" if done.get("tokens") else ""))
+            self._waiting = None
+        if wait is not None and wait is not self._waiting:
+            self._waiting = wait
+            out.append(wait_text(wait))
+        return out
 
     # ---- terminal rendering --------------------------------------------------------------
 
@@ -197,8 +243,14 @@ class LiveDisplay:
                  f"iteration {snap.get('iteration', 0)}/{snap.get('iterations', '?')}")
         gap = Text("")
         top = self._slots_view(snap) if snap.get("slots") or snap.get("waiting") else self._trial_view(snap)
-        return Panel(Group(top, self._summary_view(snap, age), gap, self._mechanism_view(snap),
-                           gap, self._recent_view(snap)), title=title, border_style="cyan")
+        parts = [top, self._summary_view(snap, age)]
+        if snap.get("llm_wait"):
+            parts.insert(1, Text(wait_text(snap["llm_wait"]), style="bold magenta"))
+        llm = llm_text(snap.get("llm"))
+        if llm:
+            parts.append(Text(llm, style="yellow" if (snap["llm"].get("unusable_streak") or 0) else ""))
+        return Panel(Group(*parts, gap, self._mechanism_view(snap), gap, self._recent_view(snap)),
+                     title=title, border_style="cyan")
 
     def _slots_view(self, snap: dict) -> Any:
         """Parallel slots: one row per busy slot (its trial, elapsed against budget, its CPUs or

@@ -225,6 +225,25 @@ def _llm_table(view: RunView) -> list[str]:
     return out
 
 
+def _llm_decisions_table(view: RunView) -> list[str]:
+    """Who decided, per level: the LLM, the offline fallback, a mechanism; and how many of the
+    LLM's answers were usable. In a run with an LLM, an offline decision is always a fallback."""
+    if not view.online:
+        return []
+    out = ["", "## LLM or fallback: who decided", "",
+           "| level | LLM answers | usable | decided by the LLM | offline fallback | a mechanism |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for level, d in view.llm_decisions().items():
+        out.append(f"| {LEVEL_NAMES.get(level, level)} | {d['asked']} | {d['usable']} | {d['llm']} "
+                   f"| {d['fallback']} | {d['mechanism'] if level == '1' else '—'} |")
+    d1 = view.llm_decisions()["1"]
+    out += ["", f"The LLM made {d1['asked']} Level 1 proposal(s); {d1['usable']} were usable "
+            "(parsed and inside the search space and the constraints)."]
+    if view.unusable_streak:
+        out.append(f"The run's last {view.unusable_streak} LLM answer(s) in a row were unusable.")
+    return out
+
+
 def _session_text(p: dict) -> str:
     """A Level 2 session in one line: the decision, the module's verdict, what was switched off."""
     action = p.get("action", "add")
@@ -320,8 +339,8 @@ def _artifacts(view: RunView, journal: Journal) -> list[str]:
 def report_markdown(view: RunView, journal: Journal, run_arg: str) -> str:
     """The whole report.md text; `run_arg` is how replay commands name the run directory."""
     lines = (_header(view, run_arg) + _results(view) + _slot_timeline(view) + _mechanism_table(view)
-             + _llm_table(view) + _decisions(view) + _failures(view, journal, run_arg) + _artifacts(view, journal)
-             + _trial_table(view))
+             + _llm_table(view) + _llm_decisions_table(view) + _decisions(view) + _failures(view, journal, run_arg)
+             + _artifacts(view, journal) + _trial_table(view))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written {stamp} from the run's journal by `bilevel report`._", ""]
     return "\n".join(lines)

@@ -62,11 +62,16 @@ class RunConfig:
     # daemon); `ray_address` None starts a local single-node instance on 127.0.0.1.
     executor: str = "local"
     ray_address: str | None = None
+    # Further endpoints (`MODEL@URL`, tried in order when the one before is down) and the model's
+    # context in tokens (None: what the endpoint reports, else DEFAULT_CONTEXT). Properties of the
+    # endpoints, not of the run: a resume may change them, and they are stored only when set.
+    llm_fallback: list[str] = field(default_factory=list)
+    llm_context: int | None = None
 
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
         d = asdict(self)
-        for key in ("repo", "cache", "task_files"):
+        for key in ("repo", "cache", "task_files", "llm_fallback", "llm_context"):
             if not d[key]:
                 del d[key]
         for key in ("parallel", "max_gpu_hours", "ray_address"):
@@ -107,13 +112,25 @@ class RunConfig:
             raise ValueError("--executor must be local or ray")
         if self.max_gpu_hours is not None and self.max_gpu_hours <= 0:
             raise ValueError("--max-gpu-hours must be positive")
+        if self.llm_context is not None and self.llm_context < 512:
+            raise ValueError("--llm-context must be at least 512 tokens")
+        for spec in self.llm_fallback:
+            parse_endpoint(spec)
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""
         keep = {k: v for k, v in self.to_dict().items()
                 if k not in ("hours", "iterations", "max_tokens", "max_usd", "offline_fallback", "max_gpu_hours",
-                             "executor", "ray_address")}
+                             "executor", "ray_address", "llm_fallback", "llm_context")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def parse_endpoint(spec: str) -> tuple[str, str]:
+    """`MODEL@URL` as (model, url); ValueError naming the flag when it is not that."""
+    model, sep, url = spec.partition("@")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise ValueError(f"--llm-fallback {spec!r}: expected MODEL@URL, e.g. small@http://127.0.0.1:8080/v1")
+    return model, url
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -171,6 +188,8 @@ RESUME_RULES: dict[str, str] = {
     "max_gpu_hours": "may_increase",
     "executor": "may_change",       # where trials run changes no result
     "ray_address": "may_change",
+    "llm_fallback": "may_change",
+    "llm_context": "may_change",
 }
 
 
@@ -232,6 +251,8 @@ def diff_config(old: Mapping, new: Mapping, allowed: Mapping[str, str] | set[str
         if before == after and type(before) is type(after):
             continue
         rule = rules.get(name, rules.get(name.rsplit(".", 1)[-1]))
+        if rule == "may_change":   # a setting that may change may also be added or dropped
+            continue
         if before is missing or after is missing or not _allowed(rule, before, after):
             refused.append(name)
     return refused

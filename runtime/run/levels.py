@@ -18,7 +18,7 @@ from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.llm.parsing import fence
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
-from bilevel.runtime.vocabulary import RESEARCH_INTENT, Level, MechanismState
+from bilevel.runtime.vocabulary import RESEARCH_INTENT, Level, LLMAnswer, MechanismState
 
 
 def strategy_cycle(state: LoopState, llm: RunLLM, journal: Journal, min_active: int) -> None:
@@ -26,16 +26,19 @@ def strategy_cycle(state: LoopState, llm: RunLLM, journal: Journal, min_active: 
     cfg = strategy.SearchConfig(active=state.active, frozen=state.frozen, guidance=state.guidance)
     decision = None
     if llm.online:
-        decision = llm.chat_json(strategy.llm_messages(cfg, state.history, fence), Level.STRATEGY, "strategy")
+        decision = llm.chat_json(strategy.llm_messages(cfg, state.history, fence), Level.STRATEGY, "strategy",
+                                 schema=strategy.decision_schema(sorted(state.space)), schema_name="search_config")
     source = "llm" if decision else "offline"
+    answer = (LLMAnswer.USABLE if decision else LLMAnswer.FAILED) if llm.online else None
     decision = decision or strategy.offline_decision(cfg, state.history)
     new = strategy.apply_decision(
         cfg, [n for n in decision.get("freeze", []) if isinstance(n, str)],
         [n for n in decision.get("unfreeze", []) if isinstance(n, str)],
         decision.get("guidance", ""), sorted(state.space), min_active)
     state.active, state.frozen, state.guidance = new.active, new.frozen, new.guidance
-    journal.record_decision(level=Level.STRATEGY, kind=f"search_config:{source}", payload=new.to_dict(),
-                            iteration=state.iteration)
+    # `llm`: what became of the LLM's answer (None: not asked); RunView counts it as honest fallback.
+    journal.record_decision(level=Level.STRATEGY, kind=f"search_config:{source}",
+                            payload={**new.to_dict(), "llm": answer}, iteration=state.iteration)
 
 
 def research_session(state: LoopState, cycle: int, *, llm: RunLLM, mechs: RunMechanisms, journal: Journal,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 from bilevel.inner import tasks
 from bilevel.inner.acceptance import noise_floor
 from bilevel.inner.loop import LoopState, Step, iterate
-from bilevel.inner.proposer import OfflineProposer, proposal_messages
+from bilevel.inner.proposer import OfflineProposer, proposal_messages, proposal_schema
 from bilevel.runtime import logs
 from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.journal.records import Trial
@@ -42,7 +43,7 @@ from bilevel.runtime.run.parallel import ParallelLoop
 from bilevel.runtime.run.slots import Slot, available_cpus, plan
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
-from bilevel.runtime.vocabulary import Level, RunState, TrialKind
+from bilevel.runtime.vocabulary import Level, LLMAnswer, RunState, TrialKind
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Progress:
     trial: dict | None = None         # the attempt whose container is starting, if that is the step
     slots: tuple[dict, ...] = ()      # parallel slots: each busy slot's attempt (as `trial`), by slot
     waiting: str | None = None        # parallel slots: what the orchestrator waits for now
+    llm_wait: dict | None = None      # the LLM round being waited for (RunLLM.waiting), live
 
 
 Observer = Callable[[Progress], None]
@@ -100,6 +102,7 @@ class Schedule:
     slots: Sequence[Slot] = ()        # more than one: `ParallelLoop` runs the iterations
     live: dict[int, dict] = field(default_factory=dict)   # slot -> its running attempt (parallel)
     waiting: str | None = None
+    llm_answer: LLMAnswer | None = None   # what became of this iteration's LLM proposal
 
     def progress(self, trial: dict | None = None) -> None:
         if trial is not None and len(self.slots) > 1:
@@ -109,7 +112,8 @@ class Schedule:
         view = RunView.read(self.journal)
         live = tuple(self.live[k] for k in sorted(self.live)) if len(self.slots) > 1 else ()
         p = Progress(view=view, iteration=self.state.iteration, iterations=self.cfg.iterations,
-                     budgets=self.budgets.left(view.llm_totals), trial=trial, slots=live, waiting=self.waiting)
+                     budgets=self.budgets.left(view.llm_totals), trial=trial, slots=live, waiting=self.waiting,
+                     llm_wait=self.llm.waiting)
         for observe in self.observers:
             observe(p)
 
@@ -119,7 +123,18 @@ class Schedule:
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
                                  guidance=state.guidance, fence=fence, pending=state.pending)
-        return self.llm.chat_json(msgs, Level.INNER, "propose")
+        proposal = self.llm.chat_json(msgs, Level.INNER, "propose", schema=proposal_schema(state.space, state.active),
+                                      schema_name="proposal")
+        self.llm_answer = LLMAnswer.FAILED if proposal is None else LLMAnswer.USABLE
+        return proposal
+
+    def judge_llm_answer(self, record: dict) -> None:
+        """Journal what became of this iteration's LLM proposal (`llm`, None when none was asked):
+        refused when the candidate checks turned it away."""
+        answer, self.llm_answer = self.llm_answer, None
+        if answer == LLMAnswer.USABLE and any(r.get("source") == "proposer" for r in record["rejected"]):
+            answer = LLMAnswer.REFUSED
+        record["llm"] = answer
 
     def rebuild_state(self) -> None:
         self.state = loop_state(RunView.read(self.journal), self.trials.task, self.cfg)
@@ -175,7 +190,9 @@ class Schedule:
 
         step = Step(mechs=self.mechs, propose=self.propose, run_trial=run_trial,
                     offline=self.offline, mode=self.cfg.acceptance)
+        self.llm_answer = None
         record = iterate(self.state, step, chosen=chosen)
+        self.judge_llm_answer(record)
         self.journal.record_iteration(record)
         self.progress()  # after the decision, so the display reports kept or discarded
         self.log.info("iteration", iteration=it, status=record["status"], val_bpb=record["val_bpb"],
@@ -206,8 +223,10 @@ class Schedule:
         self.resume_iteration()
         while self.state.iteration < self.cfg.iterations:
             self.outer_levels(RunView.read(self.journal))
+            self.llm.check_unusable(RunView.read(self.journal), self.budgets.policy["llm"]["max_unusable"])
             self.budgets.check_trial_fits()
             self.iterate()
+            self.llm.check_unusable(RunView.read(self.journal), self.budgets.policy["llm"]["max_unusable"])
         raise Stop(RunState.FINISHED, f"{self.cfg.iterations} iterations done")
 
 
@@ -347,6 +366,10 @@ class Run:
                              on_start=on_start)
         llm = RunLLM(self.cfg, journal, budgets, run_id, log, iteration=lambda: holder[0].state.iteration
                      if holder else None)
+        # The display hears of an LLM round as it starts and ends; only from the main thread, the
+        # journal's one reader and writer (a parallel run drafts proposals in a worker thread).
+        llm.on_wait = lambda: holder[0].progress() if holder and threading.current_thread() is \
+            threading.main_thread() else None
         schedule = Schedule(cfg=self.cfg, journal=journal, budgets=budgets, trials=trials, llm=llm, mechs=mechs,
                             offline=OfflineProposer(task.space, self.cfg.seed + len(journal.trials())),
                             state=loop_state(RunView.read(journal), task, self.cfg), log=log,

@@ -29,12 +29,16 @@ import pytest
 
 @dataclass
 class Text:
-    """A normal completion. `usage` overrides the computed (len/4) token counts."""
+    """A normal completion. `usage` overrides the computed (len/4) token counts. A streamed
+    request (`"stream": true`) gets it as server-sent events in `chunks` pieces, `chunk_delay_s`
+    apart (a slow model); the usage comes last when `stream_options.include_usage` asks for it."""
 
     text: str
     delay_s: float = 0.0
     usage: dict | None = None
     omit_usage: bool = False
+    chunks: int = 1
+    chunk_delay_s: float = 0.0
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Request:
     headers: dict
     body: Any
     at: float
+    disconnected: bool = False     # the client closed the connection before the answer ended
+    chunks_sent: int = 0
 
     @property
     def messages(self) -> list[dict]:
@@ -104,6 +110,10 @@ class FakeLLM:
     """The server. `script(...)` queues steps; `responder` answers when the queue is empty."""
 
     def __init__(self, model_echo: bool = True) -> None:
+        # Response formats this server refuses, with the status it answers, e.g.
+        # {"json_schema": 500} as llama.cpp's server does, or {"json_object": 400}.
+        self.reject_formats: dict[str, int] = {}
+        self.context: int | None = None   # reported as `max_model_len` by GET /v1/models (as vLLM does)
         self.queue: deque[Step] = deque()
         self.responder: Responder | None = None
         self.requests: list[Request] = []
@@ -152,6 +162,35 @@ class FakeLLM:
         # 400, not 5xx: a client must fail fast rather than retry a test's scripting mistake.
         return Status(400, body={"error": {"message": "fake_llm: script exhausted"}})
 
+    def _usage(self, step: Text, body: dict) -> dict:
+        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        usage = step.usage or {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(step.text)}
+        return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+
+    def _chunks(self, step: Text, body: dict) -> list[dict]:
+        """The answer as chat.completion.chunk events, the usage last if asked for."""
+        n = max(1, step.chunks)
+        size = max(1, -(-len(step.text) // n))
+        pieces = [step.text[i:i + size] for i in range(0, len(step.text), size)] or [""]
+        base = {"id": f"chatcmpl-fake-{len(self.requests)}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model", "fake") if self.model_echo else "fake"}
+        out = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": p},
+                                     "finish_reason": None}]} for p in pieces]
+        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage") and not step.omit_usage:
+            out.append({**base, "choices": [], "usage": self._usage(step, body)})
+        return out
+
+    def _refused(self, body: dict) -> int | None:
+        rf = body.get("response_format") if isinstance(body, dict) else None
+        if not isinstance(rf, dict):
+            return None
+        kind = rf.get("type")
+        if kind == "json_object" and "schema" in rf:
+            kind = "json_object+schema"
+        return self.reject_formats.get(kind) or (
+            self.reject_formats.get("json_object") if kind == "json_object+schema" else None)
+
     def _completion(self, step: Text, body: dict) -> dict:
         prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         usage = step.usage or {"prompt_tokens": _tokens(prompt),
@@ -188,6 +227,33 @@ class FakeLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): nothing to tell it
 
+            def _stream(self, req: Request, step: Text, body: dict) -> None:
+                """Server-sent events, one chunk at a time; a failed write is the client's
+                disconnect, which is when a real server stops generating."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i, chunk in enumerate(fake._chunks(step, body)):
+                        if i and step.chunk_delay_s and fake._closing.wait(step.chunk_delay_s):
+                            return
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        req.chunks_sent += 1
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    req.disconnected = True
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                if self.path.rstrip("/") != "/v1/models":
+                    self._send(404, b'{"error": {"message": "not found"}}', "application/json", {})
+                    return
+                entry: dict = {"id": "fake-model", "object": "model", "owned_by": "fake"}
+                if fake.context is not None:
+                    entry["max_model_len"] = fake.context
+                self._send(200, json.dumps({"object": "list", "data": [entry]}).encode(), "application/json", {})
+
             def do_POST(self) -> None:  # noqa: N802 - stdlib name
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
@@ -210,7 +276,15 @@ class FakeLLM:
                     step = Text(step)
                 if getattr(step, "delay_s", 0) and fake._closing.wait(step.delay_s):
                     return
-                if isinstance(step, Text):
+                refused = fake._refused(body)
+                if refused and isinstance(step, Text):
+                    with fake._lock:             # the answer waits for the next, acceptable request
+                        fake.queue.appendleft(step)
+                    self._send(refused, json.dumps({"error": {"message": "response_format not supported"}})
+                               .encode(), "application/json", {})
+                elif isinstance(step, Text) and isinstance(body, dict) and body.get("stream"):
+                    self._stream(req, step, body)
+                elif isinstance(step, Text):
                     payload = json.dumps(fake._completion(step, body if isinstance(body, dict)
                                                           else {})).encode()
                     self._send(200, payload, "application/json", {})

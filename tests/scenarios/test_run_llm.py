@@ -81,6 +81,7 @@ def test_llm_run_generates_a_mechanism_that_is_called_and_changes_a_proposal(tmp
         mechs = RunView.read(j).status()["mechanisms"]
         events = [e["payload"] for e in j.events("iteration")]
         llm = j.llm_totals()
+        calls = j.llm_calls()
         artifacts = j.artifacts
         rounds = research[0]["rounds"]
         prompts = {x["round"]: artifacts.get_text(x["prompt_ref"]) for x in rounds}
@@ -94,6 +95,15 @@ def test_llm_run_generates_a_mechanism_that_is_called_and_changes_a_proposal(tmp
     assert any(e["source"] == "deeper-first" and e["changes"] == {"N_LAYER": 3} for e in events)
     assert any(e["source"] == "proposer" and e["changes"] == {"LEARNING_RATE": 0.002} for e in events)
     assert llm["calls"] >= 8 and llm["tokens"] > 0
+    # Structured output: proposals and strategy decisions were asked for with a JSON schema (the
+    # scripted server takes it), research rounds plainly; every call names the endpoint that answered.
+    formats = {(c["purpose"].split(":")[0], c["response_format"]) for c in calls}
+    assert ("propose", "json_schema") in formats and ("strategy", "json_schema") in formats
+    assert ("research", "plain") in formats and all(c["endpoint"] == f"fake-model@{fake_llm.base_url}" for c in calls)
+    proposal = next(r.body for r in fake_llm.requests
+                    if r.messages and "tune the hyperparameter" in r.messages[0]["content"])
+    assert set(proposal["response_format"]["json_schema"]["schema"]["properties"]["changes"]["properties"]) \
+        >= {"LEARNING_RATE", "N_LAYER"}
     # The second session (after iteration 2) retired it: no generate round, no later calls.
     assert research[1]["action"] == "retire" and research[1]["retired"] == gen[0]["id"]
     assert [x["round"] for x in research[1]["rounds"]] == ["explore", "critique", "specify"]
@@ -138,3 +148,60 @@ def test_token_budget_can_fall_back_to_offline(tmp_path, fake_llm):
         assert len(events) == 5 and j.events("llm_budget_exhausted")
     # After the budget ran out the offline proposer took over: the last proposals are its own.
     assert events[-1]["hypothesis"].startswith("offline perturbation")
+
+
+def _refused_run(tmp_path, fake_llm, *extra: str) -> tuple[subprocess.CompletedProcess, dict, list[dict]]:
+    """A run whose LLM only ever proposes a value outside the search space, with K = 2."""
+    fake_llm.responder = lambda msgs: json.dumps({"changes": {"LEARNING_RATE": 1e9}, "hypothesis": "way out"})
+    policy = tmp_path / "k2.toml"
+    policy.write_text("[llm]\nmax_unusable = 2\n")
+    run = tmp_path / "run"
+    r = subprocess.run([*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "4",
+                        "--budget", "1", "--policy", str(policy), "--run-dir", str(run), *extra],
+                       capture_output=True, text=True, timeout=600, env=_env(fake_llm))
+    status = json.loads(subprocess.run([*BILEVEL, "status", str(run), "--json"], capture_output=True,
+                                       text=True, timeout=60, env=_env(fake_llm)).stdout)
+    with Journal.open_readonly(run) as j:
+        events = [e["payload"] for e in j.events("iteration")]
+    return r, status, events
+
+
+def test_an_llm_whose_answers_are_unusable_k_times_in_a_row_fails_the_run(tmp_path, fake_llm):
+    r, status, events = _refused_run(tmp_path, fake_llm)
+    assert r.returncode == 1 and status["state"] == "failed"
+    assert "unusable 2 times in a row" in status["state_reason"]
+    assert len(events) == 2 and all(e["llm"] == "refused" and e["source"] == "fallback" for e in events)
+    level1 = status["llm"]["decisions"]["1"]
+    assert level1["asked"] == 2 and level1["usable"] == 0 and level1["llm"] == 0 and level1["fallback"] == 2
+    assert status["llm"]["unusable_streak"] == 2 and status["llm"]["calls"] == 2
+
+
+def test_llama_cpp_refusing_json_schema_steps_down_to_json_mode_and_the_primary_down_fails_over(
+        tmp_path, fake_llm):
+    """The primary endpoint is down; the fallback, like llama.cpp's server, answers json_schema with a 500:
+    the run goes on through the fallback in JSON mode with the schema, and journals both facts."""
+    fake_llm.responder = responder
+    fake_llm.reject_formats = {"json_schema": 500}
+    dead = FakeLLM()
+    dead.close()                                     # nothing listens there any more
+    run = tmp_path / "run"
+    env = {**_env(fake_llm), "BILEVEL_LLM_BASE_URL": dead.base_url}
+    r = subprocess.run([*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "1",
+                        "--budget", "1", "--llm-fallback", f"backup-model@{fake_llm.base_url}", "--run-dir",
+                        str(run)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with Journal.open_readonly(run) as j:
+        calls = [(c["endpoint"].split("@")[0], c["outcome"], c["response_format"]) for c in j.llm_calls()]
+        events = [e["payload"] for e in j.events("iteration")]
+    assert calls == [("fake-model", "error", "json_schema"), ("backup-model", "unsupported", "json_schema"),
+                     ("backup-model", "ok", "json_object+schema")]
+    assert events[0]["llm"] == "usable" and events[0]["source"] == "proposer"
+    assert b"sk-test-SECRET-123" not in json.dumps([q.headers for q in fake_llm.requests]).encode()
+
+
+def test_with_offline_fallback_an_unusable_llm_hands_over_to_the_offline_proposer(tmp_path, fake_llm):
+    r, status, events = _refused_run(tmp_path, fake_llm, "--offline-fallback")
+    assert r.returncode == 0 and status["state"] == "finished", r.stdout[-2000:]
+    assert len(events) == 4 and [e["llm"] for e in events] == ["refused", "refused", None, None]
+    assert status["llm"]["calls"] == 2 and status["llm"]["decisions"]["1"]["fallback"] == 4
+    assert "going on offline" in r.stdout

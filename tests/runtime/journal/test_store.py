@@ -374,8 +374,35 @@ def test_status_shape(j: Journal):
         {"id": gen, "name": "tabu", "origin": "generated", "state": "quarantined", "active": False,
          "quarantined": True, "calls": {"review": 1}},
     ]
-    assert s["llm"] == {"calls": 2, "tokens": 1620, "usd": pytest.approx(0.26)}
+    # The contract's three keys; the rest (decisions per level, unusable streak) are additive.
+    assert {k: s["llm"][k] for k in ("calls", "tokens", "usd")} == {"calls": 2, "tokens": 1620,
+                                                                   "usd": pytest.approx(0.26)}
     with pytest.raises(JournalError, match="quarantined"):
         j.set_mechanism_active(gen, True)
     with Journal.open_readonly(j.path) as ro:
         assert RunView.read(ro).status() == s
+
+
+def test_a_version_1_journal_migrates_to_record_endpoints_and_keeps_its_llm_calls(tmp_path, monkeypatch):
+    db = tmp_path / "journal.db"
+    released = jschema.MIGRATIONS
+    monkeypatch.setattr(jschema, "MIGRATIONS", released[:1])
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", 1)
+    with Journal.open(db) as old:   # what bilevel wrote before the fallback chain
+        old.init_run("r", {"llm": "m"}, {})
+        old._write("INSERT INTO llm_calls (level, purpose, model, tokens_in, outcome, at)"
+                   " VALUES ('1', 'propose', 'm', 12, 'ok', 'then')")
+    monkeypatch.setattr(jschema, "MIGRATIONS", released)
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", len(released))
+    with Journal.open_readonly(db) as ro:   # status and report read an old run as it is, unmigrated
+        assert ro.schema_version() == 1 and RunView.read(ro).llm_totals["calls"] == 1
+        assert RunView.read(ro).status()["llm"]["calls"] == 1
+    with Journal.open(db) as j:      # what `bilevel resume` does first
+        assert j.schema_version() == len(released) >= 2
+        j.record_llm_call(level="1", purpose="propose", model="m2", outcome="ok", endpoint="m2@http://b",
+                          response_format="json_object+schema")
+    with Journal.open_readonly(db) as ro:
+        calls = ro.llm_calls()
+        assert [(c["model"], c["endpoint"], c["response_format"]) for c in calls] == [
+            ("m", None, None), ("m2", "m2@http://b", "json_object+schema")]
+        assert ro.llm_totals()["calls"] == 2 and RunView.read(ro).run.run_id == "r"

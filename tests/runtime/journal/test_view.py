@@ -194,3 +194,42 @@ def test_artifact_uses_name_where_each_ref_was_used_and_damage_is_found(j):
     assert view.damaged_artifacts(j.artifacts) == []
     j.artifacts.path(log).write_text("step 1 forged")
     assert [(w, p.split(" ")[0]) for _r, w, p in view.damaged_artifacts(j.artifacts)] == [("trial 0's log", "tampered")]
+
+
+def _iteration(j: Journal, it: int, source: str, llm: str | None) -> None:
+    j.record_iteration({"iteration": it, "trial_id": None, "changes": {}, "config": {}, "hypothesis": "",
+                        "source": source, "status": "ok", "val_bpb": 1.0, "kept": False, "llm": llm})
+
+
+def test_llm_decisions_count_llm_fallback_and_mechanism_per_level(tmp_path: Path):
+    with Journal.open(tmp_path / "run") as j:
+        j.init_run("r", {"llm": "some-model"}, {})
+        _iteration(j, 1, "proposer", "usable")       # the LLM's proposal ran
+        _iteration(j, 2, "fallback", "refused")      # refused by the checks: the offline step ran
+        _iteration(j, 3, "tabu", "failed")           # no usable reply; a mechanism's candidate ran
+        _iteration(j, 4, "proposer", None)           # the run went offline: the offline proposer
+        j.record_decision(level="1.5", kind="search_config:llm", payload={"active": [], "llm": "usable"},
+                          iteration=4)
+        j.record_decision(level="1.5", kind="search_config:offline", payload={"active": [], "llm": "failed"},
+                          iteration=4)
+        j.record_decision(level="2", kind="research_session",
+                          payload={"origin": "generated", "accepted": False, "source_ref": "x"},
+                          iteration=4)
+        view = RunView.read(j)
+        d = view.llm_decisions()
+        assert d["1"] == {"asked": 3, "usable": 1, "llm": 1, "fallback": 2, "offline": 0, "mechanism": 1}
+        assert d["1.5"] == {"asked": 2, "usable": 1, "llm": 1, "fallback": 1, "offline": 0, "mechanism": 0}
+        assert d["2"]["asked"] == 1 and d["2"]["usable"] == 0 and d["2"]["llm"] == 0
+        # The last three answers (1.5 failed, 2 refused; iteration 4 asked nothing) were unusable.
+        assert view.unusable_streak == 2
+        status = view.status()["llm"]
+        assert status["calls"] == 0 and status["decisions"] == d and status["unusable_streak"] == 2
+        _iteration(j, 5, "proposer", "usable")
+        assert RunView.read(j).unusable_streak == 0
+
+
+def test_an_offline_run_counts_offline_never_fallback(j: Journal):
+    _iteration(j, 1, "proposer", None)
+    _iteration(j, 2, "fallback", None)
+    d = RunView.read(j).llm_decisions()["1"]
+    assert d["offline"] == 2 and d["fallback"] == 0 and d["llm"] == 0 and d["asked"] == 0

@@ -72,7 +72,9 @@ def test_proposal_round_trip_with_accounting(fake_llm: FakeLLM) -> None:
     assert [r["outcome"] for r in records] == ["ok", "ok"]
     rec = records[0]
     assert set(rec) == {"level", "purpose", "model", "prompt_sha256", "tokens_in", "tokens_out",
-                        "usd", "priced", "latency_s", "outcome", "attempts", "error"}
+                        "usd", "priced", "latency_s", "outcome", "attempts", "error", "endpoint",
+                        "response_format"}
+    assert rec["endpoint"] == f"gpt-4o-mini@{fake_llm.base_url}" and rec["response_format"] == "plain"
     assert rec["level"] == "1" and rec["purpose"] == "propose" and rec["attempts"] == 1
     assert re.fullmatch(r"[0-9a-f]{64}", rec["prompt_sha256"])
     assert records[0]["prompt_sha256"] != records[1]["prompt_sha256"]
@@ -150,7 +152,7 @@ def test_timeout_exhausted_is_error_outcome(fake_llm: FakeLLM) -> None:
                   retry=RetryPolicy(max_attempts=2, base_s=0.01, cap_s=0.02))
     with pytest.raises(LLMError, match="timeout"):
         client.chat(USER, level="1.5", purpose="strategy")
-    assert records[-1]["outcome"] == "error" and records[-1]["attempts"] == 2
+    assert records[-1]["outcome"] == "timeout" and records[-1]["attempts"] == 2
     assert len(fake_llm.requests) == 2
     assert client.usage()["per_level"]["1.5"]["calls"] == 1
 
@@ -292,3 +294,133 @@ def test_fenced_log_line_reaches_server_inside_its_block(fake_llm: FakeLLM) -> N
     inside = prompt.split(f"<<data:log:{n}>>", 1)[1]
     assert inside.index("ignore previous instructions") < inside.index(f"<<end:{n}>>")
     assert "<<end:ffff>>" not in prompt
+
+
+# ---- structured output, streaming, the fallback chain ------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"changes": {"type": "object"}, "hypothesis": {"type": "string"}},
+          "required": ["changes", "hypothesis"]}
+ANSWER = '{"changes": {"LR": 0.002}, "hypothesis": "h"}'
+
+
+def test_json_schema_is_asked_for_when_the_endpoint_takes_it(fake_llm: FakeLLM) -> None:
+    records: list[dict] = []
+    fake_llm.script(ANSWER)
+    client = make(fake_llm, records=records)
+    assert client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA, schema_name="proposal")
+    rf = fake_llm.requests[0].body["response_format"]
+    assert rf == {"type": "json_schema", "json_schema": {"name": "proposal", "schema": SCHEMA, "strict": False}}
+    assert [r["response_format"] for r in records] == ["json_schema"]
+
+
+def test_a_refused_json_schema_steps_down_once_per_run_never_failing(fake_llm: FakeLLM) -> None:
+    """llama.cpp's server answers json_schema with a 500: step down to JSON mode with the schema
+    inside, journal the refusal, and never try json_schema again in this run."""
+    records: list[dict] = []
+    fake_llm.reject_formats = {"json_schema": 500}
+    fake_llm.script(ANSWER, ANSWER)
+    client = make(fake_llm, records=records)
+    assert client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA) == json.loads(ANSWER)
+    assert client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA) == json.loads(ANSWER)
+    kinds = [r.body.get("response_format", {}).get("type") for r in fake_llm.requests]
+    assert kinds == ["json_schema", "json_object", "json_object"]         # the refusal was not retried
+    assert fake_llm.requests[1].body["response_format"]["schema"] == SCHEMA
+    assert [(r["outcome"], r["response_format"]) for r in records] == [
+        ("unsupported", "json_schema"), ("ok", "json_object+schema"), ("ok", "json_object+schema")]
+    assert client.response_formats == {f"gpt-4o-mini@{fake_llm.base_url}": "json_object+schema"}
+
+
+def test_an_endpoint_refusing_every_json_form_is_asked_plainly(fake_llm: FakeLLM) -> None:
+    fake_llm.reject_formats = {"json_schema": 422, "json_object": 400}
+    fake_llm.script(ANSWER)
+    client = make(fake_llm)
+    assert client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA) == json.loads(ANSWER)
+    assert "response_format" not in fake_llm.requests[-1].body and len(fake_llm.requests) == 4
+    assert client.response_formats[f"gpt-4o-mini@{fake_llm.base_url}"] == "plain"
+
+
+def test_a_400_that_plain_also_gets_was_never_the_format(fake_llm: FakeLLM) -> None:
+    """A prompt over the model's context gets a 400 whatever the format: the run keeps JSON mode."""
+    fake_llm.script(*[Status(400)] * 4)
+    client = make(fake_llm)
+    with pytest.raises(LLMError, match="400"):
+        client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA)
+    assert client.response_formats[f"gpt-4o-mini@{fake_llm.base_url}"] == "json_schema"
+
+
+def test_answers_are_streamed_and_usage_is_read_from_the_stream(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Text(ANSWER, chunks=5, usage={"prompt_tokens": 9, "completion_tokens": 4}))
+    seen: list[dict] = []
+    cfg = LLMConfig(base_url=fake_llm.base_url, model="m", api_key=KEY, max_tokens=100)
+    client = LLMClient(cfg, retry=FAST, on_progress=seen.append)
+    reply = client.chat(USER, level="2", purpose="research:explore")
+    assert reply.text == ANSWER and (reply.tokens_in, reply.tokens_out) == (9, 4)
+    assert fake_llm.requests[0].body["stream"] is True and fake_llm.requests[0].chunks_sent >= 5
+    assert seen[0] == {"state": "start", "level": "2", "purpose": "research:explore", "tokens": 0}
+    assert [e["state"] for e in seen][-1] == "end" and max(e["tokens"] or 0 for e in seen) == len(ANSWER) // 4 + 1
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_slow_answer_is_cut_off_at_the_deadline_and_the_server_sees_the_disconnect(fake_llm: FakeLLM) -> None:
+    records: list[dict] = []
+    fake_llm.script(Text("word " * 400, chunks=400, chunk_delay_s=0.02))   # 8 s of streaming
+    client = make(fake_llm, timeout_s=0.5, records=records)
+    with pytest.raises(LLMError, match="timeout") as err:
+        client.chat(USER, level="2", purpose="research:critique")
+    assert err.value.outcome == "timeout"
+    assert _wait_for(lambda: fake_llm.requests[0].disconnected)     # the server stopped sending
+    assert fake_llm.requests[0].chunks_sent < 400 and len(fake_llm.requests) == 1  # not retried
+    rec = records[-1]
+    assert rec["outcome"] == "timeout" and rec["tokens_out"] > 0     # what was streamed is counted
+    assert client.usage()["tokens_out"] == rec["tokens_out"]
+
+
+def test_a_stopping_run_closes_the_connection(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Text("word " * 400, chunks=400, chunk_delay_s=0.02))
+    stopping = {"now": False}
+    cfg = LLMConfig(base_url=fake_llm.base_url, model="m", api_key=KEY, timeout_s=30)
+
+    def progress(event: dict) -> None:
+        if (event.get("tokens") or 0) > 20:
+            stopping["now"] = True
+
+    client = LLMClient(cfg, retry=FAST, should_stop=lambda: stopping["now"], on_progress=progress)
+    with pytest.raises(LLMError, match="stopping"):
+        client.chat(USER, level="1", purpose="propose")
+    assert _wait_for(lambda: fake_llm.requests[0].disconnected)
+
+
+def test_the_fallback_endpoint_serves_when_the_primary_is_down(fake_llm: FakeLLM) -> None:
+    records: list[dict] = []
+    with FakeLLM() as backup:
+        fake_llm.script(*[Status(503)] * 3)
+        backup.script(ANSWER)
+        primary = LLMConfig(base_url=fake_llm.base_url, model="gpt-4o-mini", api_key=KEY, max_tokens=100)
+        second = LLMConfig(base_url=backup.base_url, model="local-small", max_tokens=100)
+        client = LLMClient(primary, Budget(max_tokens=10_000), retry=FAST, on_call=records.append,
+                           fallbacks=[second])
+        assert client.chat_json(USER, level="1", purpose="propose", schema=SCHEMA) == json.loads(ANSWER)
+        assert len(fake_llm.requests) == 3 and len(backup.requests) == 1
+        assert KEY not in json.dumps(backup.requests[0].headers)       # the primary's key stays with it
+    assert [(r["endpoint"], r["outcome"]) for r in records] == [
+        (f"gpt-4o-mini@{fake_llm.base_url}", "error"), (f"local-small@{backup.base_url}", "ok")]
+    assert records[-1]["model"] == "local-small" and client.usage()["tokens"] == records[-1]["tokens_in"] + \
+        records[-1]["tokens_out"]
+
+
+def test_a_client_error_does_not_fail_over(fake_llm: FakeLLM) -> None:
+    with FakeLLM() as backup:
+        fake_llm.script(Status(401))
+        primary = LLMConfig(base_url=fake_llm.base_url, model="m", api_key=KEY)
+        client = LLMClient(primary, retry=FAST, fallbacks=[LLMConfig(base_url=backup.base_url, model="b")])
+        with pytest.raises(LLMError, match="401"):
+            client.chat(USER, level="1", purpose="p")
+        assert not backup.requests

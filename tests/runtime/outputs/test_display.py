@@ -123,3 +123,44 @@ def test_hostile_names_and_hypotheses_reach_neither_plain_lines_nor_the_frame():
     frame = out.getvalue()
     assert "\x1b]" not in frame and "\x07" not in frame and "\u202e" not in frame   # no OSC, title, bidi
     assert "\\x1b" in frame
+
+
+def _llm(llm_n: int, fallback: int, streak: int) -> dict:
+    level = {"asked": llm_n + fallback, "usable": llm_n, "llm": llm_n, "fallback": fallback, "offline": 0,
+             "mechanism": 0}
+    return {"calls": 3, "tokens": 10, "usd": 0.0, "unusable_streak": streak,
+            "decisions": {"1": level, "1.5": dict.fromkeys(level, 0), "2": dict.fromkeys(level, 0)}}
+
+
+def test_display_says_how_many_decisions_fell_back_from_the_llm():
+    out = io.StringIO()
+    with LiveDisplay(out) as display:
+        display.update({**_snapshot(None, []), "llm": _llm(0, 0, 0)})
+        display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})
+        display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})   # unchanged: no new line
+    lines = [ln for ln in out.getvalue().splitlines() if "LLM decisions" in ln]
+    assert len(lines) == 2 and "L1 llm 1 · fallback 2 (1/3 answers usable); 2 unusable in a row" in lines[1]
+    frame = io.StringIO()
+    display = LiveDisplay(frame, plain=False)
+    display.update({**_snapshot(None, []), "llm": _llm(1, 2, 2)})
+    display.console.print(display._render())
+    assert "fallback 2" in frame.getvalue()
+
+
+def test_display_says_which_llm_round_it_is_waiting_for():
+    out = io.StringIO()
+    wait = {"level": "2", "purpose": "research:explore", "tokens": 0, "started_monotonic": time.monotonic() - 65}
+    with LiveDisplay(out) as display:
+        display.update(_snapshot(None, []))
+        display.update({**_snapshot(None, []), "llm_wait": wait})
+        wait["tokens"] = 1234                      # streamed meanwhile: the same live object
+        display.update({**_snapshot(None, []), "llm_wait": wait})   # no new line while it waits
+        display.update({**_snapshot(None, []), "llm_wait": None})
+    frame = io.StringIO()
+    term = LiveDisplay(frame, plain=False)
+    term.update({**_snapshot(None, []), "llm_wait": wait})
+    term.console.print(term._render())
+    lines = out.getvalue().splitlines()
+    assert "waiting for the LLM: level 2 research:explore, 1:05 elapsed" in lines[1] and len(lines) == 3
+    assert "LLM answered level 2 research:explore after 1:0" in lines[2] and "~1,234 tokens streamed" in lines[2]
+    assert "waiting for the LLM: level 2 research:explore" in frame.getvalue() and "~1,234 tokens" in frame.getvalue()

@@ -212,3 +212,15 @@ def test_hostile_mechanism_names_and_mathtext_cannot_break_the_plot(tmp_path: Pa
     label = ax.texts[0].get_text()
     assert unescaped(label, "$") == 0 and "\x1b" not in label and "second line" not in label.splitlines()[0][-12:]
     assert plot_progress(view, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"   # mathtext did not crash it
+
+
+def test_report_counts_llm_and_fallback_decisions(llm_run: Path):
+    md = write_report(llm_run)["report.md"].read_text()
+    # A journal from before the `llm` key: a proposer iteration of an LLM run was the LLM's.
+    assert "## LLM or fallback: who decided" in md
+    assert "| Level 1 (proposer) | 0 | 0 | 5 | 1 | 2 |" in md
+
+
+def test_an_offline_report_has_no_llm_or_fallback_table(tmp_path: Path):
+    build_run(tmp_path / "run", llm="offline")
+    assert "who decided" not in write_report(tmp_path / "run")["report.md"].read_text()

@@ -24,3 +24,21 @@ def test_diff_config_names_refused_changes():
     assert diff_config(old, {**old, "hours": True}) == ["hours"]  # a bool is not a number
     assert diff_config(old, {**old, "task": "x"}, allowed={"task"}) == []
     assert diff_config(old, {**old, "hours": 10}, allowed={"task"}) == ["hours"]
+
+
+def test_endpoint_settings_are_stored_only_when_set_and_may_change_on_resume():
+    import pytest
+
+    from bilevel.runtime.run.config import RunConfig, parse_endpoint
+
+    plain = RunConfig()
+    assert "llm_fallback" not in plain.to_dict() and "llm_context" not in plain.to_dict()
+    chained = RunConfig(llm_fallback=["small@http://127.0.0.1:8080/v1"], llm_context=4096)
+    assert chained.identity() == plain.identity()          # the same run folder: they are not the run
+    assert diff_config(plain.to_dict(), chained.to_dict()) == []
+    assert parse_endpoint("small@http://127.0.0.1:8080/v1") == ("small", "http://127.0.0.1:8080/v1")
+    for bad in ("small", "@http://x", "small@ftp://x", "small@"):
+        with pytest.raises(ValueError, match="MODEL@URL"):
+            RunConfig(llm_fallback=[bad]).validate()
+    with pytest.raises(ValueError, match="--llm-context"):
+        RunConfig(llm_context=100).validate()
