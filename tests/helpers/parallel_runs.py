@@ -7,6 +7,8 @@ import itertools
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import RunView
 
@@ -38,3 +40,9 @@ def overlapping(view: RunView) -> list[tuple]:
     done = [t for t in view.attempts if t.ended_at]
     return [(a, b) for a, b in itertools.combinations(done, 2)
             if stamp(a.started_at) < stamp(b.ended_at) and stamp(b.started_at) < stamp(a.ended_at)]
+
+
+@pytest.fixture(name="one_cpu_policy")
+def one_cpu_policy_fixture(tmp_path: Path) -> Path:
+    """A policy file giving each trial one CPU (a slot per core on this 2-core machine)."""
+    return one_cpu_policy_file(tmp_path)

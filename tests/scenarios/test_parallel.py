@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from parallel_runs import one_cpu_policy_file, overlapping, run_args, stamp, view_of
+from parallel_runs import one_cpu_policy_fixture, overlapping, run_args, stamp, view_of  # noqa: F401 (one_cpu_policy_fixture is a fixture)
 
 from bilevel.runtime.journal.store import Journal
 
@@ -21,11 +21,6 @@ from bilevel_cli import BILEVEL
 from fake_llm import Text, fake_llm_fixture  # noqa: F401
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def one_cpu_policy(tmp_path: Path) -> Path:
-    return one_cpu_policy_file(tmp_path)
 
 
 def test_two_slots_run_at_once_on_disjoint_cpus_and_end_with_the_trial_budget(tmp_path, one_cpu_policy):

@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 import ray  # noqa: F401  (the optional extra; scripts/setup.sh installs it for the tests)
-from parallel_runs import one_cpu_policy_file, overlapping, run_args, view_of
+from parallel_runs import one_cpu_policy_fixture, overlapping, run_args, view_of  # noqa: F401 (one_cpu_policy_fixture is a fixture)
 
 from bilevel.runtime.journal.store import Journal
 
 from bilevel_cli import BILEVEL
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def one_cpu_policy(tmp_path: Path) -> Path:
-    return one_cpu_policy_file(tmp_path)
 
 
 def test_two_slots_through_ray_run_at_once_and_end_with_the_trial_budget(tmp_path, one_cpu_policy):
