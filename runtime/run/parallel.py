@@ -1,4 +1,5 @@
-"""Many trials at once (`--parallel N`): N slots, proposals drafted while trials run.
+"""Many trials at once (`--parallel N`): N slots, proposals drafted while trials run. Also one
+slot with an LLM (`trial.draft_ahead`): the trial then never waits for the next proposal.
 
 Threads. The journal has one writer, the main thread (one sqlite3 connection). Each slot's
 container runs in a worker thread (`TrialRunner.execute` touches no journal); an LLM proposal
@@ -14,8 +15,8 @@ The rules (README "Parallel slots"):
   slot: today's rule); the iteration records are written in that order, results.tsv stays in
   seq order;
 - the next proposal is drafted while the slots' trials run, so a slot that frees finds one
-  ready; Level 1.5 and Level 2 run when their count of decided iterations comes, between
-  drafts, while the other slots' trials go on;
+  ready, and a ready one starts first; Level 1.5 and Level 2 run when their count of decided
+  iterations comes, between drafts, once every slot is busy, while the trials go on;
 - on resume every interrupted proposal trial is run again first, with its recorded changes
   and iteration.
 """
@@ -33,9 +34,11 @@ from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.run.budgets import Stop
 from bilevel.runtime.run.slots import Slot
 from bilevel.runtime.run.trials import INFRA_ATTEMPTS, Started
-from bilevel.runtime.vocabulary import RunState, TrialKind
+from bilevel.runtime.vocabulary import LLMAnswer, RunState, TrialKind
 
 TICK_S = 0.5   # the longest the main thread sleeps with nothing finished (signals, budgets)
+AHEAD = 2              # proposals kept ready while every slot is busy (at most one per slot)
+DRAFT_WAIT_S = 120.0   # at the end, how long a proposal's LLM call in flight may take to finish
 
 
 def _now() -> str:
@@ -59,6 +62,7 @@ class Draft:
     config: dict | None = None
     rejected: list = field(default_factory=list)
     seq: int | None = None             # a resumed trial's seq
+    llm_answer: LLMAnswer | None = None   # what became of its LLM call (None: none was asked)
 
     def pending_entry(self) -> dict:
         return {"iteration": self.iteration, "changes": dict(self.chosen["changes"]),
@@ -118,17 +122,16 @@ class ParallelLoop:
 
     def run(self) -> None:
         self._restore()
+        self._guard(self._check_llm)   # its streak counts from here, as the sequential loop's does
         timer = self.s.trials._deadline_timer()  # near the run's deadline the policy decides, every slot
         try:
             while True:
                 self.s.llm.drain()
                 self._collect()
-                if self.stop is None:
-                    self._guard(self._outer_levels)
-                if self.stop is None:
-                    self._guard(self._maybe_draft)
-                if self.stop is None:
-                    self._guard(self._start_ready)
+                # A ready draft starts before anything else runs: no slot waits for a session.
+                for step in (self._start_ready, self._outer_levels, self._maybe_draft, self._start_ready):
+                    if self.stop is None:
+                        self._guard(step)
                 if not self.flights and (self.stop is not None or self._all_done()):
                     break
                 if self.stop is None and self.free and (self.ready or self._can_draft()):
@@ -144,6 +147,9 @@ class ParallelLoop:
         finally:
             if timer is not None:
                 timer.cancel()
+            if self.draft is not None and self.draft.future is not None:
+                # An LLM call in flight is spent: let it end, so the journal counts what it used.
+                wait([self.draft.future], timeout=DRAFT_WAIT_S)
             self.s.llm.drain()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.llm_pool.shutdown(wait=False, cancel_futures=True)
@@ -199,6 +205,13 @@ class ParallelLoop:
             self._conclude(flight, result)
             self.free.append(slot)
             self.free.sort(key=lambda x: x.index)
+            self._guard(self._check_llm)
+
+    def _check_llm(self) -> None:
+        """K unusable LLM answers in a row end the run (or turn it offline), as in the sequential
+        loop; the trials in flight finish and are decided first."""
+        s = self.s
+        s.llm.check_unusable(RunView.read(s.journal), s.budgets.policy["llm"]["max_unusable"])
 
     def _conclude(self, flight: Flight, result: dict) -> None:
         s, d = self.s, flight.draft
@@ -214,6 +227,8 @@ class ParallelLoop:
         step = Step(mechs=s.mechs, propose=s.propose, run_trial=repeat, offline=s.offline, mode=s.cfg.acceptance)
         record = conclude(state, step, iteration=d.iteration, chosen=d.chosen, config=d.config, result=result,
                           view=view, effects=d.effects, rejected=d.rejected)
+        s.llm_answer = d.llm_answer
+        s.judge_llm_answer(record)
         record["parallel"] = {"slot": flight.started.slot.index, "drafted_at": d.drafted_at,
                               "ready_at": d.ready_at, "mechanisms": d.mechanisms, "pending": d.pending}
         s.journal.record_iteration(record)
@@ -239,9 +254,11 @@ class ParallelLoop:
     # ---- drafts: mechanisms here, the LLM in its worker ------------------------------------------
 
     def _can_draft(self) -> bool:
-        """One draft at a time, and only as many ready as free slots (one ahead when all are busy)."""
+        """One draft at a time, as many ready as free slots, and ahead of the busy ones: one with
+        one slot, two with more (slots that free close together each find one ready)."""
+        ahead = min(AHEAD, len(self.slots))
         return (self.draft is None and self.next_it <= self.s.cfg.iterations
-                and len(self.ready) < max(1, len(self.free)))
+                and len(self.ready) < max(ahead, len(self.free)))
 
     def _maybe_draft(self) -> None:
         if self.draft is not None:
@@ -278,6 +295,7 @@ class ParallelLoop:
             self.draft = None
             self.s.waiting = None
             d.proposal = d.future.result()   # a Stop (LLM budget spent) is raised here, on this thread
+            d.llm_answer, self.s.llm_answer = self.s.llm_answer, None   # set by `propose`, in the worker
         self.draft = None
         s, state = self.s, self.s.state
         state.iteration = s.mechs.iteration = d.iteration
@@ -294,7 +312,9 @@ class ParallelLoop:
     # ---- Level 1.5 and Level 2: when their count of decided iterations comes ---------------------
 
     def _outer_levels(self) -> None:
-        if self.draft is not None:
+        """Sessions wait while a draft is being made, and while a slot is free that a draft could
+        fill (so Level 2's first session runs beside the first trials, not before them)."""
+        if self.draft is not None or (self.free and self.next_it <= self.s.cfg.iterations):
             return
         s = self.s
         counts = [] if self.levels_started else [0]

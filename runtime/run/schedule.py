@@ -216,9 +216,14 @@ class Schedule:
         levels.research_session(self.state, cycle, llm=self.llm, mechs=self.mechs, journal=self.journal,
                                 seed=self.cfg.seed)
 
+    def asynchronous(self) -> bool:
+        """Whether `ParallelLoop` runs the iterations: several slots, or one slot with an LLM to
+        wait for and `trial.draft_ahead` (the next proposal is drafted while the trial runs)."""
+        return len(self.slots) > 1 or (self.llm.online and bool(self.trials.policy.trial["draft_ahead"]))
+
     def loop(self) -> None:
         self.baseline()
-        if len(self.slots) > 1:
+        if self.asynchronous():
             ParallelLoop(self, list(self.slots)).run()
         self.resume_iteration()
         while self.state.iteration < self.cfg.iterations:
@@ -288,6 +293,11 @@ class Run:
             mechs = RunMechanisms(client, self.policy, journal, run_id, self.cfg.seed)
             schedule = self.build(journal, run_id, log, client, task, budgets, mechs)
             backend = schedule.trials.backend = self._backend()
+            if backend is not None:   # every node's daemon sweeps its own orphans (a resume after kill -9)
+                swept = {node: names for node, names in backend.sweep_nodes().items() if names}
+                if swept:
+                    journal.event("swept_orphans", {"nodes": swept})
+                    log.warning("swept_orphans_on_nodes", nodes=swept)
             mechs.restore()
             log.info("run_start", interrupted=interrupted, llm=self.cfg.llm, levels=self.cfg.levels)
             schedule.loop()

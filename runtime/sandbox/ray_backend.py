@@ -138,18 +138,26 @@ class RayBackend:
                                     reason="cancelled while Ray ran it", val_bpb=None, training_seconds=None,
                                     wall_seconds=0.0, peak_mem_mb=None, exit_code=None, log_tail="", script_sha="")
 
-    def cluster(self) -> dict:
-        """What `bilevel doctor --executor ray` reports: nodes, CPUs, GPUs, a Docker daemon on each."""
-        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+    def _on_each_node(self, fn) -> list[tuple[dict, Any]]:
+        """`fn` run once on every live node (pinned there, no CPU asked): (node, its answer) pairs."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        probe = self.ray.remote(num_cpus=0, max_retries=0)(_docker_on_node)
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        task = self.ray.remote(num_cpus=0, max_retries=0)(fn)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
                 for n in nodes]
-        answers = self.ray.get(refs, timeout=60)
+        return list(zip(nodes, self.ray.get(refs, timeout=60), strict=True))
+
+    def sweep_nodes(self) -> dict[str, list[str]]:
+        """Invariant 4 on every node: each node's daemon removes the sandboxes whose owner (the
+        Ray worker that started them, on that node) is gone. Returns node id -> what it removed."""
+        return {n["NodeID"]: removed for n, removed in self._on_each_node(_sweep_on_node)}
+
+    def cluster(self) -> dict:
+        """What `bilevel doctor --executor ray` reports: nodes, CPUs, GPUs, a Docker daemon on each."""
         return {"nodes": [{"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"),
                            "cpus": n["Resources"].get("CPU", 0), "gpus": n["Resources"].get("GPU", 0),
-                           "docker": a} for n, a in zip(nodes, answers, strict=True)]}
+                           "docker": a} for n, a in self._on_each_node(_docker_on_node)]}
 
 
 def _docker_on_node() -> str | None:
@@ -160,3 +168,14 @@ def _docker_on_node() -> str | None:
         return engine.connect(timeout=10).version().get("Version")
     except Exception:
         return None
+
+
+def _sweep_on_node() -> list[str]:
+    """Runs on one node: its daemon's orphaned sandboxes removed (none when no daemon answers)."""
+    from bilevel.runtime.sandbox import engine
+
+    try:
+        client = engine.connect(timeout=10)
+    except Exception:
+        return []
+    return engine.sweep_orphans(client)

@@ -85,14 +85,18 @@ def test_hostile_constraints_and_reviews_are_quarantined_and_the_run_goes_on(tmp
         wall_calls = len(j.mechanism_calls(mechs["wall"].mech_id))
     assert len(events) == 3 and all(e["trial_id"] for e in events)   # every iteration ran a trial
     wall, eraser = mechs["wall"], mechs["eraser"]
-    assert wall.state == "quarantined" and wall.quarantined_at_iteration == 1
+    # Level 2's first session runs beside the first trial (its proposal was drafted before it), so
+    # the wall first meets the proposal of iteration 2, and the eraser (session 1) that of iteration 3.
+    assert wall.state == "quarantined" and wall.quarantined_at_iteration == 2
     assert wall.quarantine_reason.startswith("no_candidate in constraints (call ")
     assert "leave no admissible candidate" in wall.quarantine_reason
-    assert eraser.state == "quarantined" and eraser.quarantined_at_iteration == 2
+    assert eraser.state == "quarantined" and eraser.quarantined_at_iteration == 3
     assert eraser.quarantine_reason.startswith("no_candidate in review")
-    assert events[0]["effects"]["wall"]["quarantined"].startswith("constraints:")
+    assert "wall" not in events[0]["effects"] and wall.mech_id not in events[0]["parallel"]["mechanisms"]
+    assert events[1]["effects"]["wall"]["quarantined"].startswith("constraints:")
     # Without the eraser's output, the proposer's candidate ran.
-    assert events[1]["source"] == "proposer" and "LEARNING_RATE" in events[1]["changes"]
+    assert events[2]["source"] == "proposer" and "LEARNING_RATE" in events[2]["changes"]
+    assert "eraser" in events[2]["effects"]
 
     # A resume does not bring them back and does not fall into the same hole.
     r = _run(["resume", str(run), "--iterations", "5"], fake_llm)

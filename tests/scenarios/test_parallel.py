@@ -83,18 +83,21 @@ def test_kill_9_with_two_trials_in_flight_then_resume_loses_and_doubles_nothing(
     assert docker_client.containers.list(all=True, filters={"label": f"bilevel.run={view.run.run_id}"}) == []
 
 
-def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_policy, fake_llm):
+@pytest.mark.parametrize("slots", [1, 2])
+def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_policy, fake_llm, slots):
+    """With one slot too (`trial.draft_ahead`, the default): the next proposal's LLM call runs
+    while the trial before it does, so the slot waits for the LLM only before the first trial."""
     count = itertools.count()
 
     def responder(msgs: list[dict]) -> Text:
-        lr = round(0.001 * (1 + next(count)), 4)
+        lr = round(0.0013 + 0.0007 * next(count), 5)   # never the default 1e-3: every answer is usable
         return Text(json.dumps({"changes": {"LEARNING_RATE": lr}, "hypothesis": f"lr {lr}"}), delay_s=2.0)
 
     fake_llm.responder = responder
     run = tmp_path / "run"
     env = {**os.environ, "BILEVEL_LLM_BASE_URL": fake_llm.base_url, "BILEVEL_LLM_API_KEY": "sk-test"}
-    r = subprocess.run(run_args(run, one_cpu_policy, 4, "--llm", "fake-model"), capture_output=True, text=True,
-                       timeout=900, env=env)
+    r = subprocess.run(run_args(run, one_cpu_policy, 4, "--llm", "fake-model", "--parallel", str(slots)),
+                       capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     view = view_of(run)
     assert [t.seq for t in view.finished] == [0, 1, 2, 3, 4]
@@ -109,3 +112,5 @@ def test_proposals_are_drafted_while_the_previous_trials_run(tmp_path, one_cpu_p
     # At least one LLM call (2 s each) lay wholly inside an earlier trial's run: the slot did not wait.
     assert inside, [r.payload["parallel"] for r in view.iterations]
     assert len(fake_llm.requests) >= 4
+    assert {r.payload["parallel"]["slot"] for r in view.iterations} == set(range(slots))
+    assert all(r.payload["llm"] == "usable" for r in view.iterations)   # each proposal's LLM answer, judged

@@ -108,7 +108,10 @@ def test_llm_run_generates_a_mechanism_that_is_called_and_changes_a_proposal(tmp
     assert research[1]["action"] == "retire" and research[1]["retired"] == gen[0]["id"]
     assert [x["round"] for x in research[1]["rounds"]] == ["explore", "critique", "specify"]
     assert not gen[0]["active"] and not gen[0]["quarantined"]
-    assert "deeper-first" not in events[2]["effects"] and events[2]["source"] != "deeper-first"
+    # The proposal of iteration 3 was drafted while trial 2 ran, before that session: its record
+    # names the mechanism set it saw, the generated one in it; iteration 1's was drafted before it existed.
+    assert gen[0]["id"] in events[2]["parallel"]["mechanisms"]
+    assert gen[0]["id"] not in events[0]["parallel"]["mechanisms"] and "deeper-first" not in events[0]["effects"]
     # Injected text from a hypothesis or guidance went back fenced, never bare.
     later = [req.prompt for req in fake_llm.requests if "IGNORE PREVIOUS INSTRUCTIONS" in req.prompt]
     assert later and all("<<data:" in p for p in later)
@@ -150,11 +153,12 @@ def test_token_budget_can_fall_back_to_offline(tmp_path, fake_llm):
     assert events[-1]["hypothesis"].startswith("offline perturbation")
 
 
-def _refused_run(tmp_path, fake_llm, *extra: str) -> tuple[subprocess.CompletedProcess, dict, list[dict]]:
+def _refused_run(tmp_path, fake_llm, *extra: str, policy_text: str = "") -> tuple[subprocess.CompletedProcess,
+                                                                                 dict, list[dict]]:
     """A run whose LLM only ever proposes a value outside the search space, with K = 2."""
     fake_llm.responder = lambda msgs: json.dumps({"changes": {"LEARNING_RATE": 1e9}, "hypothesis": "way out"})
     policy = tmp_path / "k2.toml"
-    policy.write_text("[llm]\nmax_unusable = 2\n")
+    policy.write_text("[llm]\nmax_unusable = 2\n" + policy_text)
     run = tmp_path / "run"
     r = subprocess.run([*BILEVEL, "run", "--llm", "fake-model", "--levels", "1", "--iterations", "4",
                         "--budget", "1", "--policy", str(policy), "--run-dir", str(run), *extra],
@@ -173,7 +177,16 @@ def test_an_llm_whose_answers_are_unusable_k_times_in_a_row_fails_the_run(tmp_pa
     assert len(events) == 2 and all(e["llm"] == "refused" and e["source"] == "fallback" for e in events)
     level1 = status["llm"]["decisions"]["1"]
     assert level1["asked"] == 2 and level1["usable"] == 0 and level1["llm"] == 0 and level1["fallback"] == 2
-    assert status["llm"]["unusable_streak"] == 2 and status["llm"]["calls"] == 2
+    # The third proposal was drafted (one LLM call) while trial 2 ran; the run stopped before it started.
+    assert status["llm"]["unusable_streak"] == 2 and status["llm"]["calls"] == 3
+
+
+def test_without_draft_ahead_each_proposal_waits_for_the_trial_before_it(tmp_path, fake_llm):
+    """`trial.draft_ahead = false`: the sequential loop, which asks the LLM only for what it runs."""
+    r, status, events = _refused_run(tmp_path, fake_llm, policy_text="[trial]\ndraft_ahead = false\n")
+    assert r.returncode == 1 and "unusable 2 times in a row" in status["state_reason"]
+    assert len(events) == 2 and status["llm"]["calls"] == 2
+    assert all("parallel" not in e for e in events)
 
 
 def test_llama_cpp_refusing_json_schema_steps_down_to_json_mode_and_the_primary_down_fails_over(
@@ -202,6 +215,7 @@ def test_llama_cpp_refusing_json_schema_steps_down_to_json_mode_and_the_primary_
 def test_with_offline_fallback_an_unusable_llm_hands_over_to_the_offline_proposer(tmp_path, fake_llm):
     r, status, events = _refused_run(tmp_path, fake_llm, "--offline-fallback")
     assert r.returncode == 0 and status["state"] == "finished", r.stdout[-2000:]
-    assert len(events) == 4 and [e["llm"] for e in events] == ["refused", "refused", None, None]
-    assert status["llm"]["calls"] == 2 and status["llm"]["decisions"]["1"]["fallback"] == 4
+    # Iteration 3's proposal was drafted by the LLM while trial 2 ran, before the hand-over.
+    assert len(events) == 4 and [e["llm"] for e in events] == ["refused", "refused", "refused", None]
+    assert status["llm"]["calls"] == 3 and status["llm"]["decisions"]["1"]["fallback"] == 4
     assert "going on offline" in r.stdout
