@@ -2,8 +2,9 @@
 slot with an LLM (`trial.draft_ahead`): the trial then never waits for the next proposal.
 
 Threads. The journal has one writer, the main thread (one sqlite3 connection). Each slot's
-container runs in a worker thread (`TrialRunner.execute` touches no journal); an LLM proposal
-runs in one more worker, whose journal records `RunLLM` queues for the main thread. Every
+container runs in a worker thread (`TrialRunner.execute` touches no journal); each proposal's
+LLM call runs in a worker of its own (several at once with several slots), whose journal
+records `RunLLM` queues for the main thread. Every
 journal write, every mechanism call (their sandboxes), every decision, and Level 1.5 and 2
 stay on the main thread, which never waits on one thing: it wakes when a trial or a draft ends.
 
@@ -84,7 +85,7 @@ class ParallelLoop:
         self.free: list[Slot] = list(slots)
         self.flights: dict[Future, Flight] = {}
         self.ready: list[Draft] = []
-        self.draft: Draft | None = None
+        self.drafts: list[Draft] = []      # proposals whose LLM call runs now
         self.stop: Stop | None = None
         self.tried: set[str] = set()
         self.next_it = 1
@@ -92,7 +93,7 @@ class ParallelLoop:
         self.levels_checked = 0
         self.levels_started = False
         self.pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="bilevel-slot")
-        self.llm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bilevel-llm")
+        self.llm_pool = ThreadPoolExecutor(max_workers=max(AHEAD, len(slots)), thread_name_prefix="bilevel-llm")
 
     # ---- the journal's facts this loop starts from ---------------------------------------------
 
@@ -136,7 +137,7 @@ class ParallelLoop:
                     break
                 if self.stop is None and self.free and (self.ready or self._can_draft()):
                     continue   # a free slot and work for it: no waiting
-                waiting = list(self.flights) + ([self.draft.future] if self.draft and self.draft.future else [])
+                waiting = list(self.flights) + [d.future for d in self.drafts]
                 wait(waiting, timeout=TICK_S, return_when=FIRST_COMPLETED)
         except BaseException:
             # Whatever went wrong here, no container outlives the loop: kill them, wait, mark.
@@ -147,9 +148,9 @@ class ParallelLoop:
         finally:
             if timer is not None:
                 timer.cancel()
-            if self.draft is not None and self.draft.future is not None:
+            if self.drafts:
                 # An LLM call in flight is spent: let it end, so the journal counts what it used.
-                wait([self.draft.future], timeout=DRAFT_WAIT_S)
+                wait([d.future for d in self.drafts], timeout=DRAFT_WAIT_S)
             self.s.llm.drain()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.llm_pool.shutdown(wait=False, cancel_futures=True)
@@ -162,7 +163,7 @@ class ParallelLoop:
             self.stop = stop
 
     def _all_done(self) -> bool:
-        return self.next_it > self.s.cfg.iterations and self.draft is None and not self.ready
+        return self.next_it > self.s.cfg.iterations and not self.drafts and not self.ready
 
     # ---- slots: start, collect, conclude ---------------------------------------------------------
 
@@ -251,21 +252,24 @@ class ParallelLoop:
             return "this configuration was already run"
         return None
 
-    # ---- drafts: mechanisms here, the LLM in its worker ------------------------------------------
+    # ---- drafts: mechanisms here, the LLM in workers ----------------------------------------------
 
     def _can_draft(self) -> bool:
-        """One draft at a time, as many ready as free slots, and ahead of the busy ones: one with
-        one slot, two with more (slots that free close together each find one ready)."""
+        """As many proposals ready or being drafted as free slots, and ahead of the busy ones: one
+        with one slot, two with more (slots that free close together each find one ready). With
+        several slots the LLM calls of different drafts overlap, so N slots do not wait N calls."""
         ahead = min(AHEAD, len(self.slots))
-        return (self.draft is None and self.next_it <= self.s.cfg.iterations
-                and len(self.ready) < max(ahead, len(self.free)))
+        return (self.next_it <= self.s.cfg.iterations
+                and len(self.ready) + len(self.drafts) < max(ahead, len(self.free)))
 
     def _maybe_draft(self) -> None:
-        if self.draft is not None:
-            self._finish_draft()
-            return
-        if not self._can_draft():
-            return
+        for d in [d for d in self.drafts if d.future.done()]:
+            self._finish_draft(d)
+        while self.stop is None and self._can_draft():
+            self._draft()
+
+    def _draft(self) -> None:
+        """Mechanisms here, on the main thread; the LLM's call in a worker (offline: here, at once)."""
         s = self.s
         d = Draft(iteration=self.next_it)
         self.next_it += 1
@@ -275,28 +279,24 @@ class ParallelLoop:
         d.pending = [p["iteration"] for p in state.pending]
         d.mechanisms = sorted(m.mech_id for m in s.mechs.set.mechs if m.active)
         sections, d.merged = gather(state, self._step(), state.view(), d.effects)
-        self.draft = d
-        if s.llm.online:
-            snapshot = replace(state, history=list(state.history), incumbent=dict(state.incumbent),
-                               active=list(state.active), frozen=list(state.frozen),
-                               pending=[dict(p) for p in state.pending])
-            d.future = self.llm_pool.submit(s.propose, snapshot, sections)
-            self._waiting(f"the LLM: a proposal for iteration {d.iteration}")
-        else:
-            d.proposal = s.propose(state, sections)  # offline: cheap, here
-        self._finish_draft()
+        if not s.llm.online:
+            d.proposal = s.propose(state, sections)
+            self._finish_draft(d)
+            return
+        snapshot = replace(state, history=list(state.history), incumbent=dict(state.incumbent),
+                           active=list(state.active), frozen=list(state.frozen),
+                           pending=[dict(p) for p in state.pending])
+        d.future = self.llm_pool.submit(s.ask, snapshot, sections)
+        self.drafts.append(d)
+        self._waiting(f"the LLM: a proposal for iteration {d.iteration}")
 
-    def _finish_draft(self) -> None:
-        d = self.draft
+    def _finish_draft(self, d: Draft) -> None:
         if d.future is not None:
-            if not d.future.done():
-                return
+            self.drafts.remove(d)
             self.s.llm.drain()
-            self.draft = None
-            self.s.waiting = None
-            d.proposal = d.future.result()   # a Stop (LLM budget spent) is raised here, on this thread
-            d.llm_answer, self.s.llm_answer = self.s.llm_answer, None   # set by `propose`, in the worker
-        self.draft = None
+            if not self.drafts:
+                self.s.waiting = None
+            d.proposal, d.llm_answer = d.future.result()   # a Stop (LLM budget spent) is raised here
         s, state = self.s, self.s.state
         state.iteration = s.mechs.iteration = d.iteration
         state.pending = self._pending()
@@ -314,7 +314,7 @@ class ParallelLoop:
     def _outer_levels(self) -> None:
         """Sessions wait while a draft is being made, and while a slot is free that a draft could
         fill (so Level 2's first session runs beside the first trials, not before them)."""
-        if self.draft is not None or (self.free and self.next_it <= self.s.cfg.iterations):
+        if self.drafts or (self.free and self.next_it <= self.s.cfg.iterations):
             return
         s = self.s
         counts = [] if self.levels_started else [0]

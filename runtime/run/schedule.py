@@ -118,15 +118,22 @@ class Schedule:
             observe(p)
 
     def propose(self, state: LoopState, sections: list[dict]) -> dict | None:
+        proposal, answer = self.ask(state, sections)
+        if answer is not None:
+            self.llm_answer = answer
+        return proposal
+
+    def ask(self, state: LoopState, sections: list[dict]) -> tuple[dict | None, LLMAnswer | None]:
+        """The proposer's answer and what became of the LLM's (None offline). Touches no shared
+        state: the asynchronous loop calls it from worker threads, several at once."""
         if not self.llm.online:
-            return self.offline.propose(state.incumbent, state.active, state.history)
+            return self.offline.propose(state.incumbent, state.active, state.history), None
         msgs = proposal_messages(space=state.space, active=state.active, incumbent=state.incumbent,
                                  best=state.best, history=state.history, sections=sections,
                                  guidance=state.guidance, fence=fence, pending=state.pending)
         proposal = self.llm.chat_json(msgs, Level.INNER, "propose", schema=proposal_schema(state.space, state.active),
                                       schema_name="proposal")
-        self.llm_answer = LLMAnswer.FAILED if proposal is None else LLMAnswer.USABLE
-        return proposal
+        return proposal, LLMAnswer.FAILED if proposal is None else LLMAnswer.USABLE
 
     def judge_llm_answer(self, record: dict) -> None:
         """Journal what became of this iteration's LLM proposal (`llm`, None when none was asked):
