@@ -52,7 +52,10 @@ def run(docker_client, task, tmp_path, test_policy):
     def _run(script: str, *, budget: float = 1.0, **evaluation) -> executor.TrialResult:
         trial_id = executor.new_trial_id()
         limits = {**test_policy.evaluation, **EVALUATION, **evaluation}
-        policy = policies.from_data({**test_policy.data, "evaluation": limits}, "test")
+        # A generous grace: the training container's start-up (torch's import) on a loaded 2-core
+        # machine took several seconds, more than the suite's 6 s.
+        trial = {**test_policy.trial, "grace_s": 60}
+        policy = policies.from_data({**test_policy.data, "trial": trial, "evaluation": limits}, "test")
         result = run_code_trial(docker_client, policy, script=script, budget_s=budget,
                                 work_dir=tmp_path / trial_id, code_inputs=task.code_inputs(), trial_id=trial_id,
                                 secret=12345)
