@@ -46,6 +46,10 @@ class Policy:
         return self.data["mechanism"]
 
     @property
+    def evaluation(self) -> dict[str, Any]:
+        return self.data["evaluation"]
+
+    @property
     def gpu(self) -> dict[str, Any]:
         return self.data["gpu"]
 

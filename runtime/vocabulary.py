@@ -43,6 +43,28 @@ FAILED = FINISHED[1:]                                    # finished, but not ok
 RERUN = (TrialStatus.INTERRUPTED, TrialStatus.INFRA)     # not the trial's fault: run it again
 
 
+class TrialMode(StrEnum):
+    """What a trial's proposal may change: the constants of a trusted template, or the code."""
+
+    PARAMS = "params"   # typed edits of the task's constants; the template's harness computes val_bpb
+    CODE = "code"       # the training code itself; a separate trusted evaluator computes val_bpb
+
+
+class Gate(StrEnum):
+    """The checks a code-mode trial's number must pass (`runtime/evaluation/gates.py`); a trial
+    failing one ends `invalid`, and its reason and the journal's `trials.gate` name the gate."""
+
+    CHECKPOINT = "checkpoint"   # a weights-only checkpoint, within the size and parameter caps
+    INTERFACE = "interface"     # build_model(config) builds a model the checkpoint fits; forward runs
+    SHAPE = "shape"             # logits of shape (B, T, vocabulary)
+    FINITE = "finite"           # every logit finite
+    CAUSALITY = "causality"     # logits at <= t do not depend on tokens after t
+    ORDER = "order"             # two passes in different secret orders agree: no state across batches
+    DEADLINE = "deadline"       # the evaluation's own deadline
+    MEMORY = "memory"           # the model container's own memory limit
+    CHANNEL = "channel"         # the replies are well-formed frames, each the size it must be
+
+
 class Hook(StrEnum):
     """The mechanism contract's hooks, in the order a smoke test calls them."""
 

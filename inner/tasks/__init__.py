@@ -58,7 +58,8 @@ def load(name: str = "tinygpt") -> Task:
         )
         for pname, p in spec.get("params", {}).items()
     }
-    task = Task(name=name, folder=folder, script=spec["task"].get("script", "train.py"), space=space)
+    task = Task(name=name, folder=folder, script=spec["task"].get("script", "train.py"), space=space,
+                code=dict(spec.get("code", {})))
     for pname, value in task.defaults().items():
         space[pname].check(value)  # the shipped defaults must lie inside the declared space
     return task

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bilevel.inner.edits import Param, read_constants
+from bilevel.inner.edits import EditError, Param, read_constants
 
 PACKAGE = "bilevel.inner.tasks"   # bundled tasks are its subpackages
 
@@ -23,6 +26,7 @@ class Task:
     folder: Path
     script: str
     space: dict[str, Param]
+    code: dict[str, Any] = field(default_factory=dict)   # task.toml's [code]: empty without code mode
 
     def source(self) -> str:
         """The task's own script; never edited in place (edits go to per-trial copies)."""
@@ -65,6 +69,46 @@ class Task:
         """What `resolve` needs besides the name to load this task again; nothing for a bundled task."""
         return {}
 
+    # ---- code mode -------------------------------------------------------------------------------
+
+    def check_code_mode(self) -> None:
+        """Refuse code mode for a task that declares no code-mode script and harness."""
+        if not self.code:
+            raise EditError(f"task {self.name} has no code mode (its task.toml declares no [code] section)")
+
+    def code_source(self) -> str:
+        """The code-mode script the first incumbent starts from."""
+        self.check_code_mode()
+        return (self.folder / self.code["script"]).read_text()
+
+    def code_inputs(self) -> dict[str, Any]:
+        """What a code-mode trial needs: the training split alone (a folder holding nothing else,
+        so the validation split is not there to read), the training-side harness, the
+        validation split's path (the host's evaluator reads it) and the evaluation set's shape."""
+        self.check_code_mode()
+        data = self.data_dir()
+        return {"train_dir": _train_only(data, self.name), "harness": self.folder / self.code["harness"],
+                "val_path": data / "val.bin",
+                "spec": {k: int(self.code[k]) for k in ("windows", "seq_len", "vocab", "batch")}}
+
     def trial_inputs(self) -> dict[str, Any]:
         """What `executor.run_trial` mounts for this task: data, harness path, extra read-only files."""
         return {"data_dir": self.data_dir(), "harness_lib": self.harness_lib, "ro_mounts": ()}
+
+
+def _train_only(data: Path, name: str) -> Path:
+    """A sibling of the task's data folder holding its train.bin and nothing else (copied, checked
+    against the split's recorded sha256), for code mode's training container."""
+    want = json.loads((data / "meta.json").read_text())["sha256"]["train.bin"]
+    dest = data.parent / f"{name}-train-only"
+    target = dest / "train.bin"
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == want and \
+            sorted(p.name for p in dest.iterdir()) == ["train.bin"]:
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    tmp = dest / ".train.bin.tmp"
+    shutil.copyfile(data / "train.bin", tmp)
+    os.replace(tmp, target)
+    return dest

@@ -18,6 +18,7 @@ from bilevel.runtime.vocabulary import (
     MechanismState,
     RunState,
     TrialKind,
+    TrialMode,
     TrialStatus,
 )
 
@@ -62,6 +63,15 @@ class Trial:
     kept: bool | None
     started_at: str
     ended_at: str | None
+    # Code mode (schema step 3; None on older journals and on params-mode trials).
+    mode: str | None = None
+    diff_ref: str | None = None
+    checkpoint_sha: str | None = None
+    gate: str | None = None
+
+    @property
+    def is_code(self) -> bool:
+        return self.mode == TrialMode.CODE
 
     @classmethod
     def from_row(cls, row: dict) -> Trial:

@@ -136,6 +136,15 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE llm_calls ADD COLUMN endpoint TEXT",
         "ALTER TABLE llm_calls ADD COLUMN response_format TEXT",
     ],
+    # 3: code mode. Which mode a trial ran in (NULL: params, as every trial of an older run), the
+    # artifact ref of its diff against the incumbent, its checkpoint's sha256, and the gate an
+    # invalid code-mode trial failed.
+    [
+        "ALTER TABLE trials ADD COLUMN mode TEXT",
+        "ALTER TABLE trials ADD COLUMN diff_ref TEXT",
+        "ALTER TABLE trials ADD COLUMN checkpoint_sha TEXT",
+        "ALTER TABLE trials ADD COLUMN gate TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -258,6 +258,8 @@ class Journal:
         hypothesis: str | None = None,
         script_sha: str | None = None,
         seq: int | None = None,
+        mode: str | None = None,
+        diff_ref: str | None = None,
     ) -> int:
         """Insert a `running` trial before its container starts; returns its trial_id.
 
@@ -284,8 +286,8 @@ class Journal:
                 attempt = len(prior) + 1
             cur = self._conn.execute(
                 "INSERT INTO trials (seq, attempt, iteration, kind, changes, hypothesis,"
-                " script_sha, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (seq, attempt, iteration, kind, _dumps(changes), hypothesis, script_sha, now()),
+                " script_sha, status, started_at, mode, diff_ref) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (seq, attempt, iteration, kind, _dumps(changes), hypothesis, script_sha, now(), mode, diff_ref),
             )
             return cur.lastrowid
 
@@ -302,8 +304,11 @@ class Journal:
         log_ref: str | None = None,
         reason: str | None = None,
         kept: bool | None = None,
+        checkpoint_sha: str | None = None,
+        gate: str | None = None,
     ) -> None:
-        """Record a running trial's end, once. `val_bpb` must be a finite number iff `ok`."""
+        """Record a running trial's end, once. `val_bpb` must be a finite number iff `ok`.
+        Code mode adds the checkpoint's sha256 and, for an invalid trial, the gate it failed."""
         if status not in ENDINGS:
             raise JournalError(f"a trial ends as one of {ENDINGS}, not {status!r}")
         if status == "ok" and (val_bpb is None or not math.isfinite(val_bpb)):
@@ -314,9 +319,9 @@ class Journal:
             cur = self._conn.execute(
                 "UPDATE trials SET status = ?, val_bpb = ?, training_seconds = ?,"
                 " wall_seconds = ?, peak_mem_mb = ?, exit_code = ?, log_ref = ?, reason = ?,"
-                " kept = ?, ended_at = ? WHERE trial_id = ? AND status = 'running'",
+                " kept = ?, ended_at = ?, checkpoint_sha = ?, gate = ? WHERE trial_id = ? AND status = 'running'",
                 (status, val_bpb, training_seconds, wall_seconds, peak_mem_mb, exit_code,
-                 log_ref, reason, None if kept is None else int(kept), now(), trial_id),
+                 log_ref, reason, None if kept is None else int(kept), now(), checkpoint_sha, gate, trial_id),
             )
             if cur.rowcount != 1:
                 status_now = self._one("SELECT status FROM trials WHERE trial_id = ?", (trial_id,))

@@ -188,7 +188,8 @@ class RunView:
         uses: list[tuple[str, str]] = []
         for t in self.attempts:
             label = f"trial {t.seq}" + (f" attempt {t.attempt}" if t.attempt > 1 else "")
-            uses += [(t.script_sha, f"{label}'s script"), (t.log_ref, f"{label}'s log")]
+            uses += [(t.script_sha, f"{label}'s script"), (t.log_ref, f"{label}'s log"),
+                     (t.diff_ref, f"{label}'s diff")]
         uses += [(m.source_ref, f"mechanism {m.mech_id} ({m.name})'s source") for m in self.mechanisms]
         for c in self.call_refs:
             uses.append((c["ref"], f"mechanism {c['mech_id']}'s call {c['seq']} ({c['hook']}) {c['field']}"))
@@ -211,6 +212,21 @@ class RunView:
             if problems[ref]:
                 out.append((ref, where, problems[ref]))
         return out
+
+    # ---- code mode -----------------------------------------------------------------------------
+
+    @property
+    def code_edits_tried(self) -> set[str]:
+        """Names of the code edits proposed so far, run or rejected (the offline library draws each once)."""
+        names = {r.payload.get("edit") for r in self.iterations}
+        names |= {x.get("edit") for r in self.iterations for x in r.rejected if isinstance(x, dict)}
+        return {n for n in names if isinstance(n, str)}
+
+    def kept_code_trials(self) -> list[Trial]:
+        """The code-mode trials an iteration kept, in order: the report shows each one's diff."""
+        by_id = {t.trial_id: t for t in self.attempts}
+        kept = [by_id.get(r.trial_id) for r in self.iterations if r.kept]
+        return [t for t in kept if t is not None and t.is_code]
 
     def record_of(self, trial_id: int | None) -> Iteration | None:
         return next((r for r in self.iterations if r.trial_id is not None and r.trial_id == trial_id), None)

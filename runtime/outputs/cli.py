@@ -51,10 +51,11 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return changes
 
 
-def trial_script(task: tasks.Task, sets: dict[str, str], budget: float | None) -> str:
-    """The task's script with validated constants and the training budget written in."""
+def trial_script(task: tasks.Task, sets: dict[str, str], budget: float | None, mode: str = "params") -> str:
+    """The task's script (its code-mode script in code mode) with validated constants and the
+    training budget written in."""
     values = {**edits.validate(sets, task.space), **task.runtime_values(budget=budget)}
-    return edits.apply(task.source(), values)
+    return edits.apply(task.code_source() if mode == "code" else task.source(), values)
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -62,22 +63,30 @@ def cmd_trial(args: argparse.Namespace) -> int:
     task = tasks.resolve(args.task, args.repo, args.cache)
     if args.budget is not None:
         task.check_budget(args.budget)
+    if args.mode == "code":
+        task.check_code_mode()
     if args.script:
         if args.set:
             raise edits.EditError("--set applies to the task's script; it cannot be combined with --script")
-        script = Path(args.script).read_text()  # code mode: untrusted, run as it is
-        budget = args.budget or task.defaults_budget()
+        script = Path(args.script).read_text()  # untrusted, run as it is
     else:
-        script = trial_script(task, _parse_sets(args.set), args.budget)
-        budget = args.budget or task.defaults_budget()
+        script = trial_script(task, _parse_sets(args.set), args.budget, args.mode)
+    budget = args.budget or task.defaults_budget()
     client = engine.connect()
     engine.sweep_orphans(client)
     trial_id = executor.new_trial_id()
     work = Path(args.out or Path("runs") / "trials" / trial_id)
-    result = executor.run_trial(
-        client, policy, script=script, budget_s=budget, work_dir=work,
-        **task.trial_inputs(), trial_id=trial_id, gpu=policy.gpu_ids() is not None,
-    )
+    gpu = policy.gpu_ids() is not None
+    if args.mode == "code":
+        from bilevel.runtime.evaluation.code_trial import run_code_trial
+
+        result = run_code_trial(client, policy, script=script, budget_s=budget, work_dir=work,
+                                code_inputs=task.code_inputs(), trial_id=trial_id, gpu=gpu)
+    else:
+        result = executor.run_trial(
+            client, policy, script=script, budget_s=budget, work_dir=work,
+            **task.trial_inputs(), trial_id=trial_id, gpu=gpu,
+        )
     if args.json:
         print(result.to_json())
     else:
@@ -85,6 +94,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
         print(f"trial {result.trial_id}: {result.status} ({for_terminal(result.reason)})")
         print(f"  val_bpb {result.val_bpb}  wall {result.wall_seconds:.1f} s  "
               f"training {result.training_seconds} s  peak_mem {result.peak_mem_mb} MB")
+        if result.mode == "code":
+            print(f"  code mode: val_bpb from the trusted evaluator; checkpoint {result.checkpoint_sha}; "
+                  f"evaluation {result.evaluation_seconds}")
         print(f"  log: {work / 'log.txt'}")
     return 0 if result.status == "ok" else 1
 
@@ -104,6 +116,7 @@ def _run_config(args: argparse.Namespace):
         policy=args.policy, parallel=args.parallel, max_gpu_hours=args.max_gpu_hours,
         executor=args.executor, ray_address=args.ray_address,
         llm_fallback=list(getattr(args, "llm_fallback", None) or []), llm_context=getattr(args, "llm_context", None),
+        mode=getattr(args, "mode", "params"),
     )
     cfg.validate()
     cfg.bind(task)
@@ -241,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkout_args(t)
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     t.add_argument("--script", help="run this file in place of the task's script (untrusted)")
+    t.add_argument("--mode", choices=["params", "code"], default="params",
+                   help="code: train the script, then measure its model with the trusted evaluator")
     t.add_argument("--budget", type=float, help="training budget in seconds (default: the task's own)")
     t.add_argument("--policy")
     t.add_argument("--out", help="folder for the trial's script, output and log")
@@ -264,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="ray: one Ray task per trial, the same hardened container on the node's own daemon")
     r.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
+    r.add_argument("--mode", choices=["params", "code"], default="params",
+                   help="code: proposals edit the training code; a separate trusted evaluator measures it")
     r.add_argument("--acceptance", default="strict", choices=["strict", "noise-aware"])
     r.add_argument("--strategy-every", type=int, default=3, help="Level 1.5 every K iterations")
     r.add_argument("--research-every", type=int, default=2, help="Level 2 every M Level 1.5 cycles")

@@ -1,6 +1,7 @@
 """`bilevel replay RUN trial SEQ`: re-run one recorded trial in isolation, on exactly the
 recorded script (from the artifact store) with the run's policy and budget, and say whether
-the outcome is the same."""
+the outcome is the same. A code-mode trial is trained again and measured again by the trusted
+evaluator; the same outcome is the same status and, for an invalid one, the same gate."""
 
 from __future__ import annotations
 
@@ -43,12 +44,20 @@ def replay_trial(run_dir: Path, seq: int) -> int:
               "restore the checkout to replay on the recorded inputs")
         return 2
     client = engine.connect()
+    gpu = policy.gpu_ids() is not None
     with tempfile.TemporaryDirectory() as tmp:
-        r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
-                               **task.trial_inputs(), gpu=policy.gpu_ids() is not None)
+        if rec.is_code:
+            # Code mode: training and the trusted evaluation again, from the stored script.
+            from bilevel.runtime.evaluation.code_trial import run_code_trial
+
+            r = run_code_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
+                               code_inputs=task.code_inputs(), gpu=gpu)
+        else:
+            r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
+                                   **task.trial_inputs(), gpu=gpu)
     print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({for_terminal(rec.reason)})")
     print(f"replayed: {r.status} val_bpb={r.val_bpb} ({for_terminal(r.reason)})")
-    same = r.status == rec.status
+    same = r.status == rec.status and (not rec.is_code or r.gate == rec.gate)
     print("same outcome" if same else "outcome diverged")
     return 0 if same else 1
 

@@ -9,6 +9,7 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections import Counter
 from datetime import UTC, datetime
@@ -323,6 +324,32 @@ def _failing_call(journal: Journal, mech_id: int) -> str:
     return f"{bad[-1]['hook']} → {bad[-1]['outcome']}: {cell(bad[-1]['error'], 80)}" if bad else "—"
 
 
+def fenced(text: str) -> list[str]:
+    """Untrusted text as a fenced code block it cannot close: control characters escaped, and a
+    fence longer than any run of backticks in it (invariant 8: no Markdown it can inject)."""
+    body = for_terminal(text, lines=True)
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}diff", body.rstrip("\n"), fence]
+
+
+def _code_edits(view: RunView, journal: Journal) -> list[str]:
+    """Code mode: each kept trial's diff against the incumbent it was edited from."""
+    kept = view.kept_code_trials()
+    if not any(t.is_code for t in view.trials):
+        return []
+    out = ["", "## Kept code edits", ""]
+    if not kept:
+        return out + ["None: no code-mode trial was kept."]
+    for t in kept:
+        out += [f"### Trial {t.seq} (iteration {t.iteration}): val_bpb {bpb(t.val_bpb)}", "",
+                f"{cell(t.hypothesis, 300)}; checkpoint sha256 `{(t.checkpoint_sha or '—')[:16]}`", ""]
+        problem = journal.artifacts.verify(t.diff_ref) if t.diff_ref else "missing"
+        out += fenced(journal.artifacts.get_text(t.diff_ref)) if not problem else [f"(its diff is {problem})"]
+        out.append("")
+    return out
+
+
 def _artifacts(view: RunView, journal: Journal) -> list[str]:
     """Every artifact the journal names, verified against its sha256 as the report is written."""
     uses = view.artifact_uses()
@@ -339,7 +366,8 @@ def _artifacts(view: RunView, journal: Journal) -> list[str]:
 def report_markdown(view: RunView, journal: Journal, run_arg: str) -> str:
     """The whole report.md text; `run_arg` is how replay commands name the run directory."""
     lines = (_header(view, run_arg) + _results(view) + _slot_timeline(view) + _mechanism_table(view)
-             + _llm_table(view) + _llm_decisions_table(view) + _decisions(view) + _failures(view, journal, run_arg)
+             + _llm_table(view) + _llm_decisions_table(view) + _decisions(view) + _code_edits(view, journal)
+             + _failures(view, journal, run_arg)
              + _artifacts(view, journal) + _trial_table(view))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written {stamp} from the run's journal by `bilevel report`._", ""]

@@ -18,7 +18,7 @@ from typing import Any
 
 from bilevel.inner import tasks
 from bilevel.runtime.journal.records import RunInfo
-from bilevel.runtime.vocabulary import LEVELS, RunState
+from bilevel.runtime.vocabulary import LEVELS, RunState, TrialMode
 
 
 @dataclass
@@ -67,6 +67,9 @@ class RunConfig:
     # endpoints, not of the run: a resume may change them, and they are stored only when set.
     llm_fallback: list[str] = field(default_factory=list)
     llm_context: int | None = None
+    # What a proposal edits: "params" (the constants of a trusted template) or "code" (the
+    # training code; a separate trusted evaluator measures it). Stored only when "code".
+    mode: str = "params"
 
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
@@ -79,11 +82,15 @@ class RunConfig:
                 del d[key]
         if d["executor"] == "local":
             del d["executor"]
+        if d["mode"] == TrialMode.PARAMS:
+            del d["mode"]
         return d
 
     def bind(self, task: tasks.Task) -> tasks.Task:
         """Take the task's location and file hashes; refuse a budget the task cannot honour."""
         task.check_budget(self.budget)
+        if self.mode == TrialMode.CODE:
+            task.check_code_mode()
         for key, value in task.locator().items():
             setattr(self, key, value)
         self.task_files = task.fingerprint()
@@ -116,6 +123,11 @@ class RunConfig:
             raise ValueError("--llm-context must be at least 512 tokens")
         for spec in self.llm_fallback:
             parse_endpoint(spec)
+        if self.mode not in tuple(TrialMode):
+            raise ValueError("--mode must be params or code")
+        if self.mode == TrialMode.CODE and ((self.parallel or 1) > 1 or self.executor != "local"):
+            raise ValueError("--mode code runs one trial at a time on the local executor in this version "
+                             "(no --parallel above 1, no --executor ray)")
 
     def identity(self) -> str:
         """A short hash of the settings a resume may not change, naming the default run folder."""

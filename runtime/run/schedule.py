@@ -36,6 +36,7 @@ from bilevel.runtime.llm.parsing import fence
 from bilevel.runtime.policy import Policy
 from bilevel.runtime.run import levels
 from bilevel.runtime.run.budgets import Budgets, Controls, Stop
+from bilevel.runtime.run.code_mode import CodeMode
 from bilevel.runtime.run.config import RunConfig, config_for, nothing_to_do
 from bilevel.runtime.run.llm_use import RunLLM
 from bilevel.runtime.run.mechanisms import RunMechanisms
@@ -43,7 +44,7 @@ from bilevel.runtime.run.parallel import ParallelLoop
 from bilevel.runtime.run.slots import Slot, available_cpus, plan
 from bilevel.runtime.run.trials import TrialRunner
 from bilevel.runtime.sandbox import engine
-from bilevel.runtime.vocabulary import Level, LLMAnswer, RunState, TrialKind
+from bilevel.runtime.vocabulary import Level, LLMAnswer, RunState, TrialKind, TrialMode
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Schedule:
     live: dict[int, dict] = field(default_factory=dict)   # slot -> its running attempt (parallel)
     waiting: str | None = None
     llm_answer: LLMAnswer | None = None   # what became of this iteration's LLM proposal
+    code: object = None               # `--mode code`: a `code_mode.CodeMode`, which runs the iterations
 
     def progress(self, trial: dict | None = None) -> None:
         if trial is not None and len(self.slots) > 1:
@@ -181,6 +183,8 @@ class Schedule:
         return None
 
     def iterate(self, chosen: dict | None = None, seq: int | None = None, done: Trial | None = None) -> dict:
+        if self.code is not None:  # `--mode code`: the proposal edits the code (runtime/run/code_mode.py)
+            return self.code.iterate(self, seq=seq, done=done)
         it = self.state.iteration + 1
         self.mechs.iteration = it
         kinds = iter([TrialKind.PROPOSAL, TrialKind.REPEAT])
@@ -225,7 +229,10 @@ class Schedule:
 
     def asynchronous(self) -> bool:
         """Whether `ParallelLoop` runs the iterations: several slots, or one slot with an LLM to
-        wait for and `trial.draft_ahead` (the next proposal is drafted while the trial runs)."""
+        wait for and `trial.draft_ahead` (the next proposal is drafted while the trial runs). Code
+        mode runs one trial at a time, in its own loop (`code_mode.CodeMode`)."""
+        if self.code is not None:
+            return False
         return len(self.slots) > 1 or (self.llm.online and bool(self.trials.policy.trial["draft_ahead"]))
 
     def loop(self) -> None:
@@ -391,6 +398,8 @@ class Run:
                             offline=OfflineProposer(task.space, self.cfg.seed + len(journal.trials())),
                             state=loop_state(RunView.read(journal), task, self.cfg), log=log,
                             observers=self.observers, slots=self.slots)
+        if self.cfg.mode == TrialMode.CODE:
+            schedule.code = CodeMode(schedule, task)
         holder.append(schedule)
         return schedule
 

@@ -8,13 +8,14 @@ trial's fault: that attempt ends `infra` and the trial runs again, up to `INFRA_
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bilevel.inner import edits, tasks
+from bilevel.inner import code_edits, edits, tasks
 from bilevel.runtime.files import disk_full, nearly_full, no_space
 from bilevel.runtime.journal.store import Journal
 from bilevel.runtime.journal.view import SLOT_EVENT, RunView
@@ -24,7 +25,7 @@ from bilevel.runtime.run.budgets import Budgets, Controls, Stop
 from bilevel.runtime.run.config import RunConfig
 from bilevel.runtime.run.slots import Slot
 from bilevel.runtime.sandbox import engine, executor
-from bilevel.runtime.vocabulary import RunState, TrialStatus
+from bilevel.runtime.vocabulary import RunState, TrialMode, TrialStatus
 
 INFRA_ATTEMPTS = 3
 
@@ -42,6 +43,7 @@ class Started:
     script: str
     slot: Slot
     work: Path
+    mode: str = TrialMode.PARAMS
 
 
 def gpu_count(slot: Slot) -> int:
@@ -65,13 +67,23 @@ class TrialRunner:
         self.default_slot = slots.plan(policy, 1)[0]
         self.backend = None   # `--executor ray`: a `RayBackend`, whose `run_trial` is the executor's
         self._local = threading.local()
+        self.mode = TrialMode(getattr(cfg, "mode", TrialMode.PARAMS))
+        if self.mode == TrialMode.CODE:
+            self.code_inputs = task.code_inputs()
+            # The per-run secret of the evaluator's orders and cuts: in memory only, never journaled
+            # or written where a sandbox could read it (a resume draws a new one; an honest model's
+            # score does not depend on it).
+            self.secret = secrets.randbits(62)
 
     def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
-            slot: Slot | None = None) -> dict:
-        """Run one trial with `config` (the task's constants); returns what the loop needs of it."""
+            slot: Slot | None = None, script: str | None = None, incumbent: str | None = None) -> dict:
+        """Run one trial with `config` (the task's constants); returns what the loop needs of it.
+        Code mode: `script` is the edited code (None: the task's code-mode script with `config`),
+        `incumbent` the code it was edited from (its diff is journaled)."""
         self.check_fits()
         for _attempt in range(INFRA_ATTEMPTS):
-            started = self.begin(config, hypothesis, kind=kind, iteration=iteration, seq=seq, slot=slot)
+            started = self.begin(config, hypothesis, kind=kind, iteration=iteration, seq=seq, slot=slot,
+                                 script=script, incumbent=incumbent)
             seq = started.seq
             timer = self._deadline_timer()
             try:
@@ -92,14 +104,21 @@ class TrialRunner:
     # ---- one attempt in three steps: begin and settle on the journal's thread, execute anywhere --
 
     def begin(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
-              slot: Slot | None = None) -> Started:
+              slot: Slot | None = None, script: str | None = None, incumbent: str | None = None) -> Started:
         """Journal the attempt as running (before its container exists) and tell `on_start`."""
-        values = {**config, **self.task.runtime_values(budget=self.cfg.budget, seed=self.cfg.seed)}
-        script = edits.apply(self.task.source(), values)
+        runtime = self.task.runtime_values(budget=self.cfg.budget, seed=self.cfg.seed)
+        diff_ref = None
+        if self.mode == TrialMode.CODE:
+            base = self.task.code_source()
+            script = edits.apply(script if script is not None else edits.apply(base, config), runtime)
+            diff_ref = self.journal.artifacts.put(code_edits.diff(incumbent or base, script))
+        else:
+            script = edits.apply(self.task.source(), {**config, **runtime})
         sha = self.journal.artifacts.put(script)  # content-addressed: the ref is the script's sha256
         changes = {k: v for k, v in config.items() if self.defaults.get(k) != v}
         tid = self.journal.start_trial(iteration=iteration, kind=kind, changes=changes,
-                                       hypothesis=hypothesis, script_sha=sha, seq=seq)
+                                       hypothesis=hypothesis, script_sha=sha, seq=seq,
+                                       mode=self.mode if self.mode == TrialMode.CODE else None, diff_ref=diff_ref)
         seq = self.journal.trial(tid)["seq"]
         slot = slot or self.default_slot
         self.journal.event(SLOT_EVENT, {"trial_id": tid, "seq": seq, **slot.to_dict(),
@@ -109,11 +128,20 @@ class TrialRunner:
                        "changes": changes, "slot": slot.index, "share": slot.describe()})
         return Started(tid=tid, seq=seq, config=dict(config), hypothesis=hypothesis, kind=kind,
                        iteration=iteration, script=script, slot=slot,
-                       work=self.dir / "trials" / f"{seq:04d}-{tid}")
+                       work=self.dir / "trials" / f"{seq:04d}-{tid}", mode=self.mode)
 
     def execute(self, s: Started) -> executor.TrialResult | executor.InfraError:
         """The container run of one attempt; touches no journal, so it may run in a worker thread."""
         try:
+            if s.mode == TrialMode.CODE:
+                from bilevel.runtime.evaluation.code_trial import run_code_trial
+
+                return run_code_trial(
+                    self._client(), self.policy, script=s.script, budget_s=self.cfg.budget, work_dir=s.work,
+                    code_inputs=self.code_inputs, trial_id=str(s.tid), run_id=self.run_id,
+                    gpu=s.slot.gpus is not None, cancel=self.controls.cancel_trial, cpuset=s.slot.cpuset,
+                    gpu_ids=s.slot.gpus or None, secret=self.secret,
+                )
             run_trial = self.backend.run_trial if self.backend is not None else executor.run_trial
             return run_trial(
                 self._client(), self.policy, script=s.script, budget_s=self.cfg.budget, work_dir=s.work,
@@ -174,7 +202,8 @@ class TrialRunner:
         self.journal.finish_trial(
             tid, status=r.status, val_bpb=r.val_bpb, training_seconds=r.training_seconds,
             wall_seconds=r.wall_seconds, peak_mem_mb=r.peak_mem_mb, exit_code=r.exit_code,
-            log_ref=log_ref, reason=r.reason,
+            log_ref=log_ref, reason=r.reason, checkpoint_sha=r.checkpoint_sha, gate=r.gate,
         )
         return {"trial_id": tid, "seq": seq, "status": r.status, "val_bpb": r.val_bpb,
-                "training_seconds": r.training_seconds, "peak_mem_mb": r.peak_mem_mb, "reason": r.reason}
+                "training_seconds": r.training_seconds, "peak_mem_mb": r.peak_mem_mb, "reason": r.reason,
+                "gate": r.gate}

@@ -47,6 +47,12 @@ class TrialResult:
     script_sha: str
     startup_seconds: float | None = None
     num_steps: float | None = None
+    # Code mode (`runtime/evaluation/code_trial.py`): which gate an `invalid` trial failed, the
+    # checkpoint's sha256, and the evaluation's own seconds (startup, metric, gates).
+    mode: str = "params"
+    gate: str | None = None
+    checkpoint_sha: str | None = None
+    evaluation_seconds: dict | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -145,9 +151,17 @@ def _mounts_and_command(client: docker.DockerClient, policy: Policy, image, log,
     return mounts, command
 
 
-def _result(trial_id: str, w: supervisor.Watched, sha: str, started: float) -> TrialResult:
-    """The watched container's facts, classified: the one place a trial's outcome is decided."""
+def _result(trial_id: str, w: supervisor.Watched, sha: str, started: float, *, training_only: bool = False
+            ) -> TrialResult:
+    """The watched container's facts, classified: the one place a trial's outcome is decided.
+
+    `training_only` (code mode's training container): whatever the script printed is ignored, a
+    summary included; it ends ok when it exits 0 in time, and its training time is the
+    supervisor's clock, not the script's word. The metric comes later, from the evaluator.
+    """
     metrics, problem = w.summary.result()
+    if training_only:
+        metrics, problem = {"training_seconds": round(w.wall_seconds, 3)}, None
     status, reason = classify(
         exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
         metrics=metrics, summary_problem=problem,
@@ -180,8 +194,11 @@ def run_trial(
     cancel: threading.Event | None = None,
     cpuset: str | None = None,
     gpu_ids: list[int] | tuple[int, ...] | None = None,
+    training_only: bool = False,
 ) -> TrialResult:
     """Run `script` (already edited, or untrusted in code mode) under the policy's limits.
+
+    `training_only`: code mode's training container, whose output is not the metric (`_result`).
 
     `ro_mounts` are the task's extra read-only (host path, sandbox path) pairs; a sandbox path
     starting with `~/` is placed under the sandbox user's home (`sandbox_home`). `cpuset` and
@@ -213,7 +230,7 @@ def run_trial(
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
     (work_dir / "log.txt").write_text(w.log.text())
-    result = _result(trial_id, w, sha, t0)
+    result = _result(trial_id, w, sha, t0, training_only=training_only)
     log.info("trial_end", status=result.status, reason=result.reason, val_bpb=result.val_bpb,
              wall_s=result.wall_seconds)
     return result

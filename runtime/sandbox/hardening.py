@@ -16,7 +16,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from bilevel.runtime.policy import Policy
 
-LABEL_ROLE = "bilevel.role"      # "trial" or "mechanism"; used to sweep orphans
+LABEL_ROLE = "bilevel.role"      # "trial", "mechanism" or "evaluation"; used to sweep orphans
 LABEL_OWNER = "bilevel.owner"    # "<hostname>:<pid>" of the orchestrator that created it
 LABEL_RUN = "bilevel.run"
 LABEL_TRIAL = "bilevel.trial"
@@ -46,13 +46,15 @@ def container_kwargs(
     gpu_ids: list[int] | tuple[int, ...] | None = None,
     runtime: str = "runc",
 ) -> dict[str, Any]:
-    """Settings for `client.containers.create(**kwargs)` for a trial or a mechanism daemon.
+    """Settings for `client.containers.create(**kwargs)` for a trial, a mechanism daemon or a
+    code-mode model container (role "evaluation").
 
     `cpuset` and `gpu_ids` are a parallel slot's share (`runtime/run/slots.py`): its own CPUs and
     its own GPU ids in place of the policy's. `runtime` is what `runtimes.runtime_for` chose for
     this kind of sandbox ("runc" or "runsc").
     """
-    limits = policy.trial if role == "trial" else policy.mechanism
+    # "evaluation" is code mode's model container: its own limits, the same walls.
+    limits = {"trial": policy.trial, "evaluation": policy.evaluation}.get(role, policy.mechanism)
     uid, gid = policy.user.split(":")
     tmpfs_mb = limits.get("tmpfs_mb", 16)
     kwargs: dict[str, Any] = dict(

@@ -406,3 +406,31 @@ def test_a_version_1_journal_migrates_to_record_endpoints_and_keeps_its_llm_call
         assert [(c["model"], c["endpoint"], c["response_format"]) for c in calls] == [
             ("m", None, None), ("m2", "m2@http://b", "json_object+schema")]
         assert ro.llm_totals()["calls"] == 2 and RunView.read(ro).run.run_id == "r"
+
+
+def test_a_version_2_journal_migrates_to_code_mode_trials(tmp_path, monkeypatch):
+    db = tmp_path / "journal.db"
+    released = jschema.MIGRATIONS
+    monkeypatch.setattr(jschema, "MIGRATIONS", released[:2])
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", 2)
+    with Journal.open(db) as old:   # what bilevel wrote before code mode
+        old.init_run("r", {}, {})
+        old._write("INSERT INTO trials (seq, attempt, iteration, kind, changes, status, val_bpb, started_at,"
+                   " ended_at) VALUES (0, 1, 0, 'baseline', '{}', 'ok', 2.5, 'then', 'then')")
+    monkeypatch.setattr(jschema, "MIGRATIONS", released)
+    monkeypatch.setattr(jschema, "SCHEMA_VERSION", len(released))
+    with Journal.open_readonly(db) as ro:   # read unmigrated: an old trial is a params-mode trial
+        (t,) = RunView.read(ro).trials
+        assert ro.schema_version() == 2 and t.mode is None and not t.is_code and t.val_bpb == 2.5
+    with Journal.open(db) as j:
+        assert j.schema_version() == len(released) >= 3
+        diff = j.artifacts.put("--- a/train.py\n+++ b/train.py\n")
+        tid = j.start_trial(iteration=1, kind="proposal", changes={}, mode="code", diff_ref=diff)
+        j.finish_trial(tid, status="invalid", reason="causality gate: ...", gate="causality")
+        tid2 = j.start_trial(iteration=2, kind="proposal", changes={}, mode="code", diff_ref=diff)
+        j.finish_trial(tid2, status="ok", val_bpb=2.4, checkpoint_sha="ab" * 32)
+    with Journal.open_readonly(db) as ro:
+        old, bad, good = RunView.read(ro).trials
+        assert (bad.mode, bad.gate, bad.diff_ref, bad.checkpoint_sha) == ("code", "causality", diff, None)
+        assert good.is_code and good.checkpoint_sha == "ab" * 32 and not old.is_code
+        assert ro.artifacts.get_text(good.diff_ref).startswith("--- a/train.py")

@@ -224,3 +224,15 @@ def test_report_counts_llm_and_fallback_decisions(llm_run: Path):
 def test_an_offline_report_has_no_llm_or_fallback_table(tmp_path: Path):
     build_run(tmp_path / "run", llm="offline")
     assert "who decided" not in write_report(tmp_path / "run")["report.md"].read_text()
+
+
+def test_a_code_edit_diff_is_fenced_so_it_cannot_close_its_block():
+    from bilevel.runtime.outputs.report import fenced
+
+    hostile = "+x = 1\n+```\n+</details><img src=x onerror=alert(1)>\n+\x1b]8;;http://evil\x07link\x1b]8;;\x07\n"
+    lines = fenced(hostile)
+    fence = lines[0][: -len("diff")]
+    assert fence == "````" and lines[-1] == fence          # longer than any backtick run inside
+    body = "\n".join(lines[1:-1])
+    assert "\x1b" not in body and "\x07" not in body and "\\x1b" in body
+    assert fence not in body

@@ -1,0 +1,106 @@
+"""One code-mode trial: the training container, then the gates and the trusted evaluator.
+
+1. The edited script trains in a hardened trial container (`executor.run_trial`, training only):
+   the training split alone is mounted, with the training-side harness; whatever it prints is
+   ignored, and its training time is the supervisor's clock.
+2. The host checks what it left in /out: the checkpoint's header (format, size, parameter cap)
+   and the config, read as data (no link followed), and copies them into a folder of its own.
+3. The model container (`channel`) gets those copies and the script, and no data; the evaluator
+   (`evaluator`) sends it the validation inputs and computes val_bpb from its logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import requests
+from docker.errors import DockerException
+
+from bilevel.runtime.evaluation import channel, evaluator, gates
+from bilevel.runtime.evaluation.gates import GateFailure
+from bilevel.runtime.logs import get_logger
+from bilevel.runtime.policy import Policy
+from bilevel.runtime.sandbox import executor, hardening
+from bilevel.runtime.vocabulary import Gate, TrialMode, TrialStatus
+
+LIB = "/bilevel/code"      # where the training container finds its harness and the checkpoint format
+HERE = Path(__file__).resolve().parent
+
+
+def _training_mounts(harness: Path) -> list[tuple[Path, str]]:
+    return [(harness, f"{LIB}/harness.py"), (HERE / "checkpoint_format.py", f"{LIB}/checkpoint_format.py")]
+
+
+def take_outputs(out_dir: Path, dest: Path, limits: dict) -> tuple[Path, Path, str, int]:
+    """The checkpoint and config the training left, checked and copied into `dest` (the host's
+    own files, which the model container mounts): (checkpoint, config, sha256, parameters)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "model.safetensors"
+    header = gates.checkpoint(str(ckpt), max_mb=float(limits["checkpoint_mb"]), max_params=int(limits["max_params"]))
+    # Invariant 8: read as data through a descriptor that never follows a link, capped.
+    data = gates.read_plain(str(ckpt), int(float(limits["checkpoint_mb"]) * 2**20))
+    cfg = gates.config(gates.read_plain(str(out_dir / "model.json"), int(limits["config_kb"]) * 1024))
+    (dest / "model.safetensors").write_bytes(data)
+    (dest / "model.json").write_text(json.dumps(cfg))
+    return dest / "model.safetensors", dest / "model.json", hashlib.sha256(data).hexdigest(), header.num_params
+
+
+def run_code_trial(
+    client, policy: Policy, *, script: str, budget_s: float, work_dir: Path, code_inputs: dict[str, Any],
+    trial_id: str | None = None, run_id: str | None = None, gpu: bool = False,
+    cancel: threading.Event | None = None, cpuset: str | None = None,
+    gpu_ids: list[int] | tuple[int, ...] | None = None, secret: int | None = None,
+) -> executor.TrialResult:
+    """Train `script` (untrusted), then evaluate its model; `secret` seeds the orders and cuts
+    (a fresh one when not given). An engine failure raises `executor.InfraError`."""
+    trial_id = trial_id or executor.new_trial_id()
+    log = get_logger(run_id=run_id, trial_id=trial_id)
+    t0 = time.monotonic()
+    train = executor.run_trial(
+        client, policy, script=script, budget_s=budget_s, work_dir=work_dir,
+        data_dir=code_inputs["train_dir"], harness_lib=LIB, ro_mounts=_training_mounts(code_inputs["harness"]),
+        trial_id=trial_id, run_id=run_id, gpu=gpu, cancel=cancel, cpuset=cpuset, gpu_ids=gpu_ids,
+        training_only=True,
+    )
+    train = replace(train, mode=TrialMode.CODE)
+    if train.status != TrialStatus.OK:
+        return train
+    limits = policy.evaluation
+    try:
+        ckpt, cfg, sha, _n = take_outputs(work_dir / "out", work_dir / "eval", limits)
+    except GateFailure as exc:
+        return _invalid(train, exc.gate, str(exc), t0, None)
+    (work_dir / "eval" / "model.py").write_text(script)
+    files = channel.ModelFiles(source=work_dir / "eval" / "model.py", config=cfg, checkpoint=ckpt,
+                               harness=code_inputs["harness"])
+    val = Path(code_inputs["val_path"]).read_bytes()   # the host's evaluator alone reads it
+    spec = evaluator.Spec(**code_inputs["spec"])
+    labels = {hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id}
+    deadline = time.monotonic() + float(limits["deadline_s"])
+    try:
+        model = channel.ModelContainer(client, policy, files, deadline=deadline, labels=labels, cpuset=cpuset)
+    except (DockerException, requests.RequestException) as exc:  # the engine failed: not the candidate's fault
+        raise executor.InfraError(f"the model container did not start: {exc}") from exc
+    with model:
+        result = evaluator.run(model, val, spec, secret=secrets.randbits(62) if secret is None else secret,
+                               causality_batches=int(limits["causality_batches"]), tolerance=float(limits["tolerance"]))
+    log.info("evaluation_end", gate=result.gate, val_bpb=result.val_bpb, seconds=result.seconds,
+             checkpoint_sha=sha[:12])
+    if result.gate is not None:
+        return _invalid(train, Gate(result.gate), result.reason, t0, sha, result.seconds)
+    return replace(train, val_bpb=result.val_bpb, wall_seconds=round(time.monotonic() - t0, 3),
+                   checkpoint_sha=sha, evaluation_seconds=result.seconds)
+
+
+def _invalid(train: executor.TrialResult, gate: Gate, reason: str, t0: float, sha: str | None,
+             seconds: dict | None = None) -> executor.TrialResult:
+    return replace(train, status=TrialStatus.INVALID, reason=reason[:500], gate=str(gate), val_bpb=None,
+                   wall_seconds=round(time.monotonic() - t0, 3), checkpoint_sha=sha, evaluation_seconds=seconds)
+

@@ -1,0 +1,131 @@
+"""The model container's one process: build the candidate's model, answer forward passes.
+
+Runs inside the model container (`python3 -I model_server.py`), never on the host and never
+imported by it. The container holds the checkpoint, the config and the model's source, and no
+data at all: no validation split, no mount of it, no network (DESIGN invariant 5, code mode).
+Whatever the model's code does here, at import or in its forward pass, it can only shape the
+logits it returns; the host computes the metric from them against targets it never sends.
+
+Protocol: `frames` (binary, sizes in a fixed head). The real stdout is kept on a private
+descriptor before the model's code is imported, and descriptor 1 then points at stderr, so a
+`print` in the model's code cannot corrupt the channel by accident.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SITE = "/bilevel/site"
+MODEL = "/model"
+
+
+def _channel():
+    out = _Frames(os.fdopen(os.dup(1), "wb"))
+    inp = os.fdopen(os.dup(0), "rb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    return inp, out
+
+
+class _Frames:
+    """The private stdout: each frame written whole (a buffered writer loops over short writes)
+    and flushed at once."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.f.flush()
+
+
+def _read(inp, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = inp.read(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _build(torch, checkpoint_format, threads: int):
+    """The model, its weights loaded strictly: every failure is the interface's, said in words."""
+    torch.set_num_threads(threads)
+    with open(os.path.join(MODEL, "model.json")) as f:
+        config = json.load(f)
+    spec = importlib.util.spec_from_file_location("model", os.path.join(MODEL, "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = module
+    spec.loader.exec_module(module)
+    build = getattr(module, "build_model", None)
+    if not callable(build):
+        raise LookupError("the model's source defines no build_model(config)")
+    model = build(config)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"build_model(config) returned a {type(model).__name__}, not a torch.nn.Module")
+    header, data = checkpoint_format.read(os.path.join(MODEL, "model.safetensors"), 1 << 40)
+    dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+              "U8": torch.uint8, "BOOL": torch.bool}
+    buf = bytearray(data)
+    state = {}
+    for t in header.tensors.values():
+        raw = buf[t.begin : t.end]
+        tensor = torch.frombuffer(raw, dtype=dtypes[t.dtype]) if raw else torch.empty(0, dtype=dtypes[t.dtype])
+        state[t.name] = tensor.reshape(t.shape).clone()
+    want = set(model.state_dict())
+    missing, extra = sorted(want - set(state)), sorted(set(state) - want)
+    if missing or extra:
+        raise KeyError(f"the checkpoint does not fit build_model(config): missing {missing[:5]}, "
+                       f"unexpected {extra[:5]}")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
+
+
+def main(argv: list[str]) -> None:
+    threads = int(argv[0]) if argv else 1
+    inp, out = _channel()
+    sys.path[:0] = [p for p in (HERE, SITE) if os.path.isdir(p)]
+    import frames
+
+    try:
+        import checkpoint_format
+        import torch
+
+        torch.set_grad_enabled(False)
+        model = _build(torch, checkpoint_format, threads)
+        n = sum(p.numel() for p in model.parameters())
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the host as words
+        out.write(frames.error(f"interface: {type(exc).__name__}: {exc}"))
+        return
+    out.write(frames.ready(n))
+    while True:
+        try:
+            magic, b, t = frames.REQUEST_HEAD.unpack(_read(inp, frames.REQUEST_HEAD.size))
+            ids = _read(inp, b * t * 4)
+        except EOFError:
+            return
+        if magic != frames.REQUEST:
+            out.write(frames.error("channel: unknown request"))
+            return
+        x = torch.frombuffer(bytearray(ids), dtype=torch.int32).reshape(b, t).long()
+        try:
+            logits = model(x)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                out.write(frames.error(f"shape: the forward pass returned {shape}, expected (B, T, V)"))
+                continue
+            arr = logits.detach().to("cpu", torch.float32).contiguous()
+            out.write(frames.logits_head(*arr.shape) + arr.numpy().tobytes())
+        except BaseException as exc:  # noqa: BLE001
+            out.write(frames.error(f"interface: the forward pass raised {type(exc).__name__}: {exc}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
