@@ -189,9 +189,9 @@ def _fold(values: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
         if m is None:
             continue
         base, i = m.group(1), int(m.group(2))
-        tup = list(out.get(base, current.get(base, ())))
-        if not isinstance(current.get(base), tuple) or i >= len(tup):
+        if not isinstance(current.get(base), tuple) or i >= len(current[base]):
             raise EditError(f"{name}: the script has no tuple constant {base} with an element {i}")
+        tup = list(out.get(base, current[base]))
         tup[i] = value
         out[base] = tuple(tup)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from hostile_text import HOSTILE, RAW
 
@@ -31,9 +32,9 @@ def test_without_a_log_file_events_reach_the_terminal_as_sentences_not_json(caps
     monkeypatch.setattr(logs, "_configured", False)
     try:
         logs.get_logger(run_id="r1").warning("mechanism_quarantined", name=HOSTILE, mech_id=3)
+        out, err = capsys.readouterr()
     finally:
-        logs.configure()
-    out, err = capsys.readouterr()
+        logs.configure(stream=sys.__stderr__)  # not capsys's stream, which closes after this test
     assert out == ""
     [line] = err.splitlines()
     assert line.startswith("bilevel: warning: mechanism quarantined (mech_id=3, name=")

@@ -116,7 +116,7 @@ def test_smoke_mounts_a_derived_prepare_and_leaves_the_checkout_alone(checkout, 
     assert (checkout["repo"] / "prepare.py").read_bytes() == before
     text = "MAX_SEQ_LEN = 512\nTIME_BUDGET = 1800\nEVAL_TOKENS = 10 * 524288  # tokens\n"
     out = karpathy.smoke_prepare(text, 30)
-    assert "TIME_BUDGET = 30 " in out and "EVAL_TOKENS = 65536  # tokens" in out   # 5242880 / 80
+    assert "TIME_BUDGET = 30\n" in out and "EVAL_TOKENS = 65536  # tokens" in out   # 5242880 / 80
 
 
 def test_imports_and_cuda_need_are_read_from_the_scripts(checkout):
