@@ -22,7 +22,8 @@ Not tunable: lists, None, anything computed from names; TIME_BUDGET and SEED (th
 them); and reporting constants, names with `FLOPS` in them (karpathy's peak-FLOPs figure only
 feeds the MFU printout). `--space FILE` corrects the inference (`inner/tasks/spaces.py`): it
 overrides or adds parameters, excludes names, and declares rules between constants that are
-checked before a trial starts.
+checked before a trial starts, and its `[start]` table moves the run's starting point (the
+baseline) away from the script's own values, in the task's copy of train.py only.
 
 `--smoke` (a first try on a slow machine) mounts a derived prepare.py whose TIME_BUDGET is the
 run's budget (30 s unless `--budget` says) and whose EVAL_TOKENS is an 80th of the checkout's
@@ -48,6 +49,7 @@ from typing import Any
 from bilevel.inner.edits import EditError, Param, Space, apply, read_constants, read_values
 from bilevel.inner.tasks.base import RUNTIME_CONSTANTS, Task
 from bilevel.inner.tasks.spaces import load as load_space
+from bilevel.inner.tasks.spaces import start_values
 
 NAME = "karpathy"
 LIB = "/bilevel/checkout"                 # where the trial sees prepare.py (the --lib path)
@@ -274,6 +276,9 @@ def load_checkout(repo: Path, cache: Path | None = None, *, space_file: Path | N
         Space(inferred, fixed=fixed)
     if not space:
         raise EditError(f"{repo / 'train.py'}: no top-level UPPER_CASE literal constants to tune")
+    if space_file is not None and (start := start_values(Path(space_file), space)):
+        text = apply(text, start)  # the task's copy starts there; the checkout's file is untouched
+        space.fixed.update(read_values(text))
     shas = [(n, hashlib.sha256(b).hexdigest()) for n, b in raw.items()]
     harness, used = repo / "prepare.py", float(own)
     if smoke:

@@ -14,6 +14,8 @@ corrects a space inferred from a checkout's train.py (`karpathy.py`):
     [[rules]]                                  # checked on every candidate before its trial
     expr = "TOTAL_BATCH_SIZE % (DEVICE_BATCH_SIZE * MAX_SEQ_LEN) == 0"
     why = "train.py asserts it: gradient accumulation needs whole micro-batches"
+    [start]                                    # where the run starts (its baseline), if not
+    TOTAL_BATCH_SIZE = 4096                    # the script's own values: a slow machine's first try
 
 A rule is an expression over the constants of train.py and prepare.py (arithmetic, comparisons,
 and/or/not), evaluated by an AST walk (`edits.evaluate`), never by `eval`: a space file is data.
@@ -26,7 +28,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bilevel.inner.edits import EditError, Param, Rule, Space
+from bilevel.inner.edits import EditError, Param, Rule, Space, validate
 
 TYPES = ("int", "float", "bool", "choice")
 
@@ -55,19 +57,21 @@ def load(path: Path, inferred: dict[str, Param], fixed: dict[str, Any]) -> Space
         spec = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise EditError(f"{where}: cannot read it: {exc}") from None
-    unknown = sorted(set(spec) - {"params", "exclude", "rules", "task"})
+    unknown = sorted(set(spec) - {"params", "exclude", "rules", "task", "start"})
     if unknown:
-        raise EditError(f"{where}: unknown tables or keys {unknown} (known: params, exclude, rules)")
+        raise EditError(f"{where}: unknown tables or keys {unknown} (known: params, exclude, rules, start)")
     params = {**inferred, **params_from_toml(spec.get("params", {}), where)}
     for name in spec.get("exclude", []):
         params.pop(name, None)
+    start = spec.get("start", {}) if isinstance(spec.get("start", {}), dict) else {}
     for name, param in params.items():
         if name not in fixed:
             raise EditError(f"{where}: {name} is no top-level constant of train.py with a literal value")
         try:
-            param.check(fixed[name])
+            param.check(start.get(name, fixed[name]))
         except EditError as exc:
-            raise EditError(f"{where}: the script's own value does not fit: {exc}") from None
+            whose = "[start]" if name in start else "the script's own value"
+            raise EditError(f"{where}: {whose} does not fit: {exc}") from None
     rules = []
     for i, r in enumerate(spec.get("rules", [])):
         if not isinstance(r, dict) or not isinstance(r.get("expr"), str):
@@ -82,7 +86,21 @@ def load(path: Path, inferred: dict[str, Param], fixed: dict[str, Any]) -> Space
         rules.append(Rule(expr=r["expr"], why=str(r.get("why", ""))))
     space = Space(params, rules=tuple(rules), fixed=fixed)
     try:
-        space.check_rules({})
+        space.check_rules({k: v for k, v in start.items() if k in params})
     except EditError as exc:
-        raise EditError(f"{where}: the script's own values break a rule: {exc}") from None
+        raise EditError(f"{where}: the script's own values (and [start]) break a rule: {exc}") from None
     return space
+
+
+def start_values(path: Path, space: Space) -> dict[str, Any]:
+    """The `[start]` table of a `--space` file, checked against the space and its rules: the values
+    the run starts from (its baseline), written into the task's copy of the script only."""
+    start = tomllib.loads(Path(path).read_text()).get("start", {})
+    if not isinstance(start, dict):
+        raise EditError(f"--space {path}: [start] must be a table of NAME = value")
+    try:
+        values = validate(start, space)
+        space.check_rules(values)
+    except EditError as exc:
+        raise EditError(f"--space {path}: [start]: {exc}") from None
+    return values

@@ -93,7 +93,7 @@ why = "train.py asserts it"
 @pytest.mark.parametrize("text, why", [
     ("[params.NOPE]\ntype = \"int\"\nmin = 1\nmax = 2\n", "NOPE is no top-level constant"),
     ("[params.DEPTH]\ntype = \"int\"\nmin = 1\nmax = 4\n", "the script's own value does not fit"),
-    ("[[rules]]\nexpr = \"DEPTH % 3 == 0\"\n", "the script's own values break a rule"),
+    ("[[rules]]\nexpr = \"DEPTH % 3 == 0\"\n", "the script's own values \\(and \\[start\\]\\) break a rule"),
     ("[[rules]]\nexpr = \"__import__('os').system('x')\"\n", "names \\['__import__'\\]"),
     ("[[rules]]\nexpr = \"DEPTH.bit_length() > 1\"\n", "cannot be evaluated"),
     ("[bogus]\n", "unknown tables or keys"),
@@ -102,6 +102,18 @@ def test_a_bad_space_file_is_refused_naming_the_problem(checkout, text, why):
     f = checkout["tmp"] / "space.toml"
     f.write_text(text)
     with pytest.raises(EditError, match=why):
+        karpathy.load_checkout(checkout["repo"], checkout["cache"], space_file=f)
+
+
+def test_a_start_table_moves_the_baseline_in_the_tasks_copy_only(checkout):
+    f = checkout["tmp"] / "space.toml"
+    f.write_text("[start]\nTOTAL_BATCH_SIZE = 131072\nDEPTH = 4\n")
+    before = (checkout["repo"] / "train.py").read_text()
+    task = karpathy.load_checkout(checkout["repo"], checkout["cache"], space_file=f)
+    assert task.defaults()["TOTAL_BATCH_SIZE"] == 131072 and task.defaults()["DEPTH"] == 4
+    assert "TOTAL_BATCH_SIZE = 131072 " in task.source() and (checkout["repo"] / "train.py").read_text() == before
+    f.write_text("[start]\nDEPTH = 5\n")                 # not a power of two: outside the inferred space
+    with pytest.raises(EditError, match=r"\[start\] does not fit: DEPTH: 5 is not one of"):
         karpathy.load_checkout(checkout["repo"], checkout["cache"], space_file=f)
 
 
