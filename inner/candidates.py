@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .edits import EditError, Param, validate
+from .edits import EditError, Param, check_rules, validate
 
 
 def merge_constraints(outputs: list[tuple[str, dict]]) -> dict:
@@ -49,4 +49,8 @@ def check_candidate(
                 return None, f"{name}={value!r} outside [{lo}, {hi}] set by mechanism {who}"
     if all(incumbent.get(n) == v for n, v in values.items()):
         return None, "identical to the incumbent"
+    try:
+        check_rules(space, {**incumbent, **values})  # a rule the script would assert on: refused here
+    except EditError as exc:
+        return None, f"invalid: {exc}"
     return values, "ok"

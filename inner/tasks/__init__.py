@@ -16,8 +16,9 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from bilevel.inner.edits import EditError, Param
+from bilevel.inner.edits import EditError
 from bilevel.inner.tasks.base import RUNTIME_CONSTANTS, Task
+from bilevel.inner.tasks.spaces import params_from_toml
 
 __all__ = ["RUNTIME_CONSTANTS", "Task", "available", "changed_files", "load", "resolve"]
 
@@ -26,16 +27,20 @@ def available() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.joinpath("task.toml").is_file())
 
 
-def resolve(name: str = "tinygpt", repo: str | Path | None = None, cache: str | Path | None = None) -> Task:
-    """The task a command names: a bundled one, or with `--repo` a karpathy/autoresearch checkout."""
+def resolve(name: str = "tinygpt", repo: str | Path | None = None, cache: str | Path | None = None, *,
+            space: str | Path | None = None, smoke: bool = False, budget: float | None = None) -> Task:
+    """The task a command names: a bundled one, or with `--repo` a karpathy/autoresearch checkout
+    (`--space FILE` corrects its inferred space; `--smoke` shortens its budget and evaluation)."""
     from bilevel.inner.tasks import karpathy
 
     if name == karpathy.NAME:
         if repo is None:
             raise EditError(f"--task {karpathy.NAME} needs --repo PATH (a karpathy/autoresearch checkout)")
-        return karpathy.load_checkout(Path(repo), None if cache is None else Path(cache))
-    if repo is not None or cache is not None:
-        raise EditError(f"--repo and --cache are for --task {karpathy.NAME}, not --task {name}")
+        return karpathy.load_checkout(Path(repo), None if cache is None else Path(cache),
+                                      space_file=None if space is None else Path(space), smoke=smoke,
+                                      budget=budget)
+    if repo is not None or cache is not None or space is not None or smoke:
+        raise EditError(f"--repo, --cache, --space and --smoke are for --task {karpathy.NAME}, not --task {name}")
     return load(name)
 
 
@@ -51,13 +56,7 @@ def load(name: str = "tinygpt") -> Task:
         raise EditError(f"unknown task {name!r} (known: {', '.join(available())})")
     folder = Path(str(resources.files(__name__).joinpath(name)))
     spec = tomllib.loads((folder / "task.toml").read_text())
-    space = {
-        pname: Param(
-            name=pname, type=p["type"], min=p.get("min"), max=p.get("max"),
-            values=tuple(p.get("values", ())), doc=p.get("doc", ""),
-        )
-        for pname, p in spec.get("params", {}).items()
-    }
+    space = params_from_toml(spec.get("params", {}), f"task {name}: task.toml")
     task = Task(name=name, folder=folder, script=spec["task"].get("script", "train.py"), space=space,
                 code=dict(spec.get("code", {})))
     for pname, value in task.defaults().items():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bilevel.inner.edits import EditError, Param, read_constants
+from bilevel.inner.edits import EditError, Param, read_constants, read_values
 
 PACKAGE = "bilevel.inner.tasks"   # bundled tasks are its subpackages
 
@@ -34,7 +34,7 @@ class Task:
 
     def defaults(self) -> dict:
         """The script's current values of the tunable constants."""
-        consts = read_constants(self.source())
+        consts = read_values(self.source())
         return {k: consts[k] for k in self.space}
 
     def defaults_budget(self) -> float:
@@ -57,6 +57,12 @@ class Task:
         have = read_constants(self.source())
         given = {"TIME_BUDGET": budget, "SEED": seed}
         return {k: v for k, v in given.items() if v is not None and k in have}
+
+    @property
+    def measures_grace(self) -> bool:
+        """Whether the run's grace is measured on its baseline (the script's time outside its
+        budget is its own, e.g. a checkout's warm-up and evaluation); else the policy's grace_s."""
+        return False
 
     def check_budget(self, budget: float) -> None:
         """Refuse a training budget the task cannot honour (a bundled task takes any)."""

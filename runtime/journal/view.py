@@ -25,6 +25,8 @@ from bilevel.runtime.vocabulary import RESEARCH_INTENT, DecisionSource, Level, L
 # The journal event that says which slot (CPU set, GPU ids) an attempt ran in; written as the
 # attempt's row is, before its container starts.
 SLOT_EVENT = "trial_slot"
+# The journal event that sets the run's grace, measured on its baseline (`TrialRunner`).
+GRACE_EVENT = "trial_grace"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class RunView:
     research_intents: tuple[dict, ...] = ()  # Level 2 decisions journaled before they were carried out
     call_refs: tuple[dict, ...] = ()       # artifact refs of large hook inputs and outputs
     llm_answers: tuple[tuple[int, str, str], ...] = ()  # (iteration, level, LLMAnswer), in order
+    grace_events: tuple[dict, ...] = ()    # {grace_s, overhead_s, trial_id, policy_grace_s}
 
     @classmethod
     def read(cls, journal: Journal) -> RunView:
@@ -63,6 +66,7 @@ class RunView:
             research_intents=tuple(e["payload"] for e in journal.events(RESEARCH_INTENT)),
             call_refs=tuple(journal.mechanism_call_refs()),
             llm_answers=_llm_answers(iteration_events, decisions),
+            grace_events=tuple(e["payload"] for e in journal.events(GRACE_EVENT)),
         )
 
     # ---- the run ----------------------------------------------------------------------------
@@ -231,6 +235,11 @@ class RunView:
     def record_of(self, trial_id: int | None) -> Iteration | None:
         return next((r for r in self.iterations if r.trial_id is not None and r.trial_id == trial_id), None)
 
+    @property
+    def grace(self) -> dict | None:
+        """The run's measured grace (the last one journaled), or None: the policy's grace_s holds."""
+        return self.grace_events[-1] if self.grace_events else None
+
     # ---- slots: where each attempt ran ---------------------------------------------------------
 
     def slot_of(self, trial_id: int) -> dict | None:
@@ -341,6 +350,7 @@ class RunView:
             "llm": self.llm_status(),
             "slots": [{k: v for k, v in s.items() if k != "attempts"} for s in self.slots()],
             "gpu_hours": round(self.gpu_hours, 6),
+            **({"grace": self.grace} if self.grace else {}),
         }
 
 

@@ -15,7 +15,7 @@ from bilevel.runtime.journal.store import Journal, JournalError
 from bilevel.runtime.journal.view import RunView
 from bilevel.runtime.outputs.safe_text import for_terminal
 from bilevel.runtime.policy import PolicyError, load
-from bilevel.runtime.sandbox import doctor, engine, executor, images
+from bilevel.runtime.sandbox import doctor, engine, executor, images, preflight
 from bilevel.runtime.sandbox.images import ImageError
 from bilevel.runtime.sandbox.ray_backend import RayUnavailable
 
@@ -26,13 +26,29 @@ from bilevel.runtime.sandbox.ray_backend import RayUnavailable
 def cmd_images_build(args: argparse.Namespace) -> int:
     client = engine.connect(timeout=1800)
     t0 = time.monotonic()
-    images.build(client, base=args.base, log=lambda m: print(f"images: {m}", flush=True))
+    log = lambda m: print(f"images: {m}", flush=True)  # noqa: E731
+    if args.checkout:
+        from bilevel.runtime.sandbox import checkout_image
+
+        if images.check(client, "base") is not None:
+            raise ImageError(f"{images.repo('base')} is missing: run `bilevel images build` first")
+        name = checkout_image.build(client, Path(args.checkout), torch=args.torch, log=log)
+        print(f"images: {name} done in {time.monotonic() - t0:.1f} s (the stock images are untouched)")
+        return 0
+    images.build(client, base=args.base, log=log)
     print(f"images: done in {time.monotonic() - t0:.1f} s")
     return 0
 
 
+def _resolve(args: argparse.Namespace, budget: float | None = None) -> tasks.Task:
+    """The task the arguments name (`--space` and `--smoke` for a checkout)."""
+    return tasks.resolve(args.task, args.repo, args.cache, space=getattr(args, "space", None),
+                         smoke=getattr(args, "smoke", False), budget=budget)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    text, code = doctor.report(doctor.run_checks(args.policy))
+    task = _resolve(args) if args.repo else None
+    text, code = doctor.report(doctor.run_checks(args.policy, task=task))
     print(text)
     if args.executor == "ray":
         ray_text, ray_code = doctor.ray_report(args.ray_address)
@@ -54,13 +70,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 def trial_script(task: tasks.Task, sets: dict[str, str], budget: float | None, mode: str = "params") -> str:
     """The task's script (its code-mode script in code mode) with validated constants and the
     training budget written in."""
-    values = {**edits.validate(sets, task.space), **task.runtime_values(budget=budget)}
-    return edits.apply(task.code_source() if mode == "code" else task.source(), values)
+    values = edits.validate(sets, task.space)
+    edits.check_rules(task.space, {**task.defaults(), **values})  # refused before a trial, not asserted in one
+    return edits.apply(task.code_source() if mode == "code" else task.source(),
+                       {**values, **task.runtime_values(budget=budget)})
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
     policy = load(args.policy)
-    task = tasks.resolve(args.task, args.repo, args.cache)
+    task = _resolve(args, args.budget if args.smoke else None)
     if args.budget is not None:
         task.check_budget(args.budget)
     if args.mode == "code":
@@ -74,6 +92,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     budget = args.budget or task.defaults_budget()
     client = engine.connect()
     engine.sweep_orphans(client)
+    preflight.require(client, policy, task)
     trial_id = executor.new_trial_id()
     work = Path(args.out or Path("runs") / "trials" / trial_id)
     gpu = policy.gpu_ids() is not None
@@ -104,7 +123,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace):
     from bilevel.runtime.run.config import RunConfig
 
-    task = tasks.resolve(args.task, args.repo, args.cache)
+    task = _resolve(args, args.budget if args.smoke else None)
     cfg = RunConfig(
         task=args.task, llm=args.llm, levels=[x.strip() for x in args.levels.split(",") if x.strip()],
         iterations=args.iterations, budget=task.defaults_budget() if args.budget is None else args.budget,
@@ -117,6 +136,7 @@ def _run_config(args: argparse.Namespace):
         executor=args.executor, ray_address=args.ray_address,
         llm_fallback=list(getattr(args, "llm_fallback", None) or []), llm_context=getattr(args, "llm_context", None),
         mode=getattr(args, "mode", "params"),
+        space=str(Path(args.space).resolve()) if args.space else "", smoke=args.smoke,
     )
     cfg.validate()
     cfg.bind(task)
@@ -195,10 +215,18 @@ def cmd_mechanism_check(args: argparse.Namespace) -> int:
     return mechanism_cli.check_command(args.file, args.policy, args.json)
 
 
-def add_checkout_args(p: argparse.ArgumentParser) -> None:
-    """`--repo` and `--cache`, for `--task karpathy` only (`bilevel.inner.tasks.karpathy`)."""
+def add_checkout_args(p: argparse.ArgumentParser, extras: bool = True) -> None:
+    """`--repo`, `--cache` (and with `extras` `--space`, `--smoke`): for `--task karpathy` only
+    (`bilevel.inner.tasks.karpathy`); `bilevel ablate` takes the first two."""
     p.add_argument("--repo", help="a karpathy/autoresearch checkout whose prepare.py has run (--task karpathy)")
     p.add_argument("--cache", help="its data cache (default ~/.cache/autoresearch, as prepare.py has it)")
+    if not extras:
+        return
+    p.add_argument("--space", metavar="FILE",
+                   help="a TOML file that corrects the inferred search space: params, exclude, rules")
+    p.add_argument("--smoke", action="store_true",
+                   help="a first try: TIME_BUDGET 30 s (or --budget) and an 80th of the evaluation, "
+                        "through a derived prepare.py; the checkout is not touched")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -211,7 +239,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def add_ablate_parser(subparsers) -> None:
     a = subparsers.add_parser("ablate", help="the paper's groups A-D as ordinary runs, with a shared noise floor")
     a.add_argument("--task", default="tinygpt")
-    add_checkout_args(a)
+    add_checkout_args(a, extras=False)
     a.add_argument("--llm", default="offline", help="a model name, or offline")
     a.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (else BILEVEL_LLM_BASE_URL)")
     a.add_argument("--seeds", default="1,2", help="comma-separated; every group runs every seed")
@@ -230,8 +258,20 @@ def add_ablate_parser(subparsers) -> None:
     a.set_defaults(func=cmd_ablate)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one JSON object on stdout when the command line has --json."""
+
+    json_errors = False
+
+    def error(self, message: str):
+        if Parser.json_errors:
+            print(json.dumps({"error": f"{self.prog}: {message}", "exit_code": 2}))
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
+    p = Parser(prog="bilevel", description="Sandboxed, budgeted bilevel autoresearch.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", help="check the daemon, images, GPUs and policy")
@@ -239,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="ray: also report the Ray cluster (nodes, CPUs, GPUs, a Docker daemon per node)")
     d.add_argument("--ray-address", help="a running Ray cluster (default: a local instance on 127.0.0.1)")
+    d.add_argument("--task", default="karpathy", help="with --repo: the checkout's pre-flight too")
+    add_checkout_args(d)
     d.set_defaults(func=cmd_doctor)
 
     img = sub.add_parser("images", help="build the sandbox images").add_subparsers(
@@ -247,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = img.add_parser("build", help="build base, trial and mechanism images (no registry)")
     b.add_argument("--base", default="bootstrap",
                    help="bootstrap (debootstrap + docker import), host, or an IMAGE name")
+    b.add_argument("--checkout", metavar="PATH",
+                   help="only the trial image of this checkout, from its uv.lock / pyproject.toml "
+                        "(wheels fetched now, at setup; the build has no network)")
+    b.add_argument("--torch", choices=["cpu", "cuda"], default="cpu",
+                   help="with --checkout: the local CPU wheel, or CUDA torch from PyPI")
     b.set_defaults(func=cmd_images_build)
 
     t = sub.add_parser("trial", help="run one trial in the sandbox")
@@ -332,7 +379,17 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through `finally`, so sandboxes are removed
 
 
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """An error: under --json one JSON object on stdout ({error, exit_code}), else a line on stderr."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    else:
+        print(f"bilevel: {for_terminal(message)}", file=sys.stderr)  # a message may quote untrusted text
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # SIGINT too, explicitly: a process started in the background inherits SIGINT ignored, and
     # then Ctrl-C or `kill -INT` would leave a trial's container running to its deadline.
@@ -341,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (engine.EngineUnavailable, ImageError, PolicyError, JournalError, ValueError, RayUnavailable) as exc:
-        print(f"bilevel: {for_terminal(exc)}", file=sys.stderr)  # a message may quote untrusted text
-        return 2
+        return _fail(args, str(exc), 2)
 
 
 def entry() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bilevel.inner.tasks.karpathy import CheckoutTask
 from bilevel.runtime.files import DISK_FULL_EXIT, disk_full
 from bilevel.runtime.outputs import report
 from bilevel.runtime.outputs.display import LiveDisplay
@@ -13,12 +14,15 @@ from bilevel.runtime.outputs.tsv import write_results
 from bilevel.runtime.policy import load
 from bilevel.runtime.run.config import RunConfig
 from bilevel.runtime.run.schedule import Progress, Run
+from bilevel.runtime.sandbox import engine, preflight
 
 
 def execute(cfg: RunConfig, run_dir: Path) -> int:
     """Run `cfg` in `run_dir` to its end (or resume it); returns the exit code."""
     task = cfg.load_task()  # again on resume: the checkout's files are hashed now and compared on open
     policy = load(cfg.policy)
+    if isinstance(task, CheckoutTask):  # before any trial (and before the run folder is made)
+        preflight.require(engine.connect(), policy, task)
 
     def tsv(progress: Progress) -> None:
         if progress.trial is None:  # after a step, not as a trial starts

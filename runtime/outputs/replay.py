@@ -37,7 +37,8 @@ def replay_trial(run_dir: Path, seq: int) -> int:
         script = journal.artifacts.get_text(rec.script_sha)
     cfg = view.config
     policy = from_data(view.run.policy, "journal")
-    task = tasks.resolve(cfg["task"], cfg.get("repo"), cfg.get("cache"))
+    task = tasks.resolve(cfg["task"], cfg.get("repo"), cfg.get("cache"), space=cfg.get("space") or None,
+                         smoke=bool(cfg.get("smoke")), budget=cfg["budget"] if cfg.get("smoke") else None)
     changed = tasks.changed_files(cfg.get("task_files", {}), task)
     if changed:  # the script is the recorded one, but a checkout's prepare.py is mounted as it is now
         print(f"replay: the task's {', '.join(changed)} changed since the run recorded it; "
@@ -53,8 +54,12 @@ def replay_trial(run_dir: Path, seq: int) -> int:
             r = run_code_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
                                code_inputs=task.code_inputs(), gpu=gpu)
         else:
+            grace = view.grace["grace_s"] if view.grace else \
+                policy.trial["first_grace_s"] if task.measures_grace else None  # as the run had it
             r = executor.run_trial(client, policy, script=script, budget_s=cfg["budget"], work_dir=Path(tmp),
-                                   **task.trial_inputs(), gpu=gpu)
+                                   **task.trial_inputs(), gpu=gpu, grace_s=grace,
+                                   grace_source="the run's, measured on its baseline" if view.grace else
+                                   "policy trial.first_grace_s" if task.measures_grace else "")
     print(f"recorded: {rec.status} val_bpb={rec.val_bpb} ({for_terminal(rec.reason)})")
     print(f"replayed: {r.status} val_bpb={r.val_bpb} ({for_terminal(r.reason)})")
     same = r.status == rec.status and (not rec.is_code or r.gate == rec.gate)

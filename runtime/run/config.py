@@ -54,6 +54,10 @@ class RunConfig:
     repo: str | None = None
     cache: str | None = None
     task_files: dict[str, str] = field(default_factory=dict)
+    # `--space FILE` (a corrected search space) and `--smoke` (a short budget and evaluation) of a
+    # checkout task; stored only when set, like repo and cache.
+    space: str = ""
+    smoke: bool = False
     # Trials at once (`--parallel N`; None: the policy's `trial.parallel`), and a GPU-hours budget
     # (each trial's GPUs x wall time). Stored only when set, so earlier runs' configs stay as they were.
     parallel: int | None = None
@@ -74,7 +78,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         """The config as the journal stores it."""
         d = asdict(self)
-        for key in ("repo", "cache", "task_files", "llm_fallback", "llm_context"):
+        for key in ("repo", "cache", "task_files", "llm_fallback", "llm_context", "space", "smoke"):
             if not d[key]:
                 del d[key]
         for key in ("parallel", "max_gpu_hours", "ray_address"):
@@ -97,7 +101,8 @@ class RunConfig:
         return task
 
     def load_task(self) -> tasks.Task:
-        return self.bind(tasks.resolve(self.task, self.repo, self.cache))
+        return self.bind(tasks.resolve(self.task, self.repo, self.cache, space=self.space or None, smoke=self.smoke,
+                                       budget=self.budget if self.smoke else None))
 
     def validate(self) -> None:
         bad = [lv for lv in self.levels if lv not in LEVELS]

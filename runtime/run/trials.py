@@ -18,16 +18,20 @@ from pathlib import Path
 from bilevel.inner import code_edits, edits, tasks
 from bilevel.runtime.files import disk_full, nearly_full, no_space
 from bilevel.runtime.journal.store import Journal
-from bilevel.runtime.journal.view import SLOT_EVENT, RunView
+from bilevel.runtime.journal.view import GRACE_EVENT, SLOT_EVENT, RunView
 from bilevel.runtime.policy import Policy
 from bilevel.runtime.run import slots
 from bilevel.runtime.run.budgets import Budgets, Controls, Stop
 from bilevel.runtime.run.config import RunConfig
 from bilevel.runtime.run.slots import Slot
 from bilevel.runtime.sandbox import engine, executor
-from bilevel.runtime.vocabulary import RunState, TrialMode, TrialStatus
+from bilevel.runtime.vocabulary import RunState, TrialKind, TrialMode, TrialStatus
 
 INFRA_ATTEMPTS = 3
+# The run's grace, where the task measures it (`Task.measures_grace`): what its baseline spent
+# outside the training budget, times GRACE_FACTOR (a proposal may evaluate a larger model), plus
+# GRACE_MARGIN_S, and never under the policy's grace_s. Until measured: `trial.first_grace_s`.
+GRACE_FACTOR, GRACE_MARGIN_S = 2.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,31 @@ class TrialRunner:
             # or written where a sandbox could read it (a resume draws a new one; an honest model's
             # score does not depend on it).
             self.secret = secrets.randbits(62)
+        self.measured_grace = RunView.read(journal).grace if task.measures_grace else None
+
+    def grace(self) -> tuple[float, str]:
+        """The grace a trial gets now, and where it comes from (a timeout's reason says)."""
+        if not self.task.measures_grace:
+            return float(self.policy.trial["grace_s"]), "policy trial.grace_s"
+        g = self.measured_grace
+        if g is None:
+            return float(self.policy.trial["first_grace_s"]), "policy trial.first_grace_s (before the baseline)"
+        return float(g["grace_s"]), (f"measured on the baseline, trial {g['trial_id']}: {g['overhead_s']:g} s "
+                                     f"outside the budget x {GRACE_FACTOR:g} + {GRACE_MARGIN_S:g} s")
+
+    def _measure_grace(self, tid: int, kind: str, r: executor.TrialResult) -> None:
+        """After the first ok baseline of a task that measures it: the run's grace, journaled."""
+        if not self.task.measures_grace or self.measured_grace is not None or kind != TrialKind.BASELINE:
+            return
+        if r.status != TrialStatus.OK or r.training_seconds is None:
+            return
+        overhead = round(max(0.0, r.wall_seconds - float(r.training_seconds)), 1)
+        policy_grace = float(self.policy.trial["grace_s"])
+        grace = max(policy_grace, round(overhead * GRACE_FACTOR + GRACE_MARGIN_S))
+        self.measured_grace = {"grace_s": grace, "overhead_s": overhead, "trial_id": tid,
+                               "policy_grace_s": policy_grace}
+        self.journal.event(GRACE_EVENT, self.measured_grace)
+        self.log.info("trial_grace", trial_id=tid, grace_s=grace, overhead_s=overhead)
 
     def run(self, config: dict, hypothesis: str, *, kind: str, iteration: int, seq: int | None = None,
             slot: Slot | None = None, script: str | None = None, incumbent: str | None = None) -> dict:
@@ -124,7 +153,7 @@ class TrialRunner:
         self.journal.event(SLOT_EVENT, {"trial_id": tid, "seq": seq, **slot.to_dict(),
                                         "gpu_count": gpu_count(slot)})
         self.on_start({"seq": seq, "started_monotonic": time.monotonic(), "budget_s": self.cfg.budget,
-                       "deadline_s": self.cfg.budget + float(self.policy.trial["grace_s"]),
+                       "deadline_s": self.cfg.budget + self.grace()[0],
                        "changes": changes, "slot": slot.index, "share": slot.describe()})
         return Started(tid=tid, seq=seq, config=dict(config), hypothesis=hypothesis, kind=kind,
                        iteration=iteration, script=script, slot=slot,
@@ -143,11 +172,12 @@ class TrialRunner:
                     gpu_ids=s.slot.gpus or None, secret=self.secret,
                 )
             run_trial = self.backend.run_trial if self.backend is not None else executor.run_trial
+            grace_s, grace_source = self.grace()
             return run_trial(
                 self._client(), self.policy, script=s.script, budget_s=self.cfg.budget, work_dir=s.work,
                 **self.trial_inputs, trial_id=str(s.tid), run_id=self.run_id,
                 gpu=s.slot.gpus is not None, cancel=self.controls.cancel_trial,
-                cpuset=s.slot.cpuset, gpu_ids=s.slot.gpus or None,
+                cpuset=s.slot.cpuset, gpu_ids=s.slot.gpus or None, grace_s=grace_s, grace_source=grace_source,
             )
         except executor.InfraError as exc:
             return exc
@@ -204,6 +234,7 @@ class TrialRunner:
             wall_seconds=r.wall_seconds, peak_mem_mb=r.peak_mem_mb, exit_code=r.exit_code,
             log_ref=log_ref, reason=r.reason, checkpoint_sha=r.checkpoint_sha, gate=r.gate,
         )
+        self._measure_grace(tid, self.journal.trial(tid)["kind"], r)
         return {"trial_id": tid, "seq": seq, "status": r.status, "val_bpb": r.val_bpb,
                 "training_seconds": r.training_seconds, "peak_mem_mb": r.peak_mem_mb, "reason": r.reason,
                 "gate": r.gate}

@@ -20,7 +20,8 @@ class Check:
     needed: bool = True
 
 
-def run_checks(policy_path: str | None = None) -> list[Check]:
+def run_checks(policy_path: str | None = None, task=None) -> list[Check]:
+    """Every check; with a checkout `task` (`--task karpathy --repo PATH`) its pre-flight too."""
     checks: list[Check] = []
     try:
         policy = load(policy_path)
@@ -59,7 +60,22 @@ def run_checks(policy_path: str | None = None) -> list[Check]:
         checks.append(_gpu_check(policy, client))
         if client is not None:
             checks.append(_runtime_check(policy, client))
+    if task is not None and policy is not None and client is not None:
+        checks += _preflight_checks(client, policy, task)
     return checks
+
+
+def _preflight_checks(client, policy, task) -> list[Check]:
+    from bilevel.runtime.sandbox import preflight
+
+    try:
+        problems = preflight.check(client, policy, task)
+    except (images.ImageError, preflight.PreflightError) as exc:
+        problems = [preflight.Problem(str(exc), f"bilevel images build --checkout {task.repo}")]
+    if not problems:
+        return [Check("checkout pre-flight", True, f"{task.repo}: imports resolve, the cache is readable, "
+                                                   "no CUDA needed or a GPU selected")]
+    return [Check("checkout pre-flight", False, p.what, p.fix) for p in problems]
 
 
 def _gpu_check(policy, client) -> Check:

@@ -26,7 +26,7 @@ from docker.types import Mount
 
 from bilevel.runtime.logs import get_logger
 from bilevel.runtime.policy import Policy
-from bilevel.runtime.sandbox import hardening, images, runtimes, supervisor
+from bilevel.runtime.sandbox import checkout_image, hardening, images, runtimes, supervisor
 from bilevel.runtime.sandbox.outcome import classify
 from bilevel.runtime.sandbox.output_caps import OutputCaps
 
@@ -137,7 +137,8 @@ def _mounts_and_command(client: docker.DockerClient, policy: Policy, image, log,
         Mount(target="/work/train.py", source=str(script_path.resolve()), type="bind", read_only=True),
         Mount(target="/out", source=str(out_dir.resolve()), type="bind", read_only=False),
     ]
-    command = ["python3", "-I", "/bilevel/launch.py"]
+    # -u: unbuffered, so what a script printed before it was killed (deadline, OOM) is in its log.
+    command = ["python3", "-I", "-u", "/bilevel/launch.py"]
     if data_dir is not None:
         mounts.append(Mount(target="/data", source=str(data_dir.resolve()), type="bind", read_only=True))
         command += ["--data", "/data"]
@@ -151,20 +152,21 @@ def _mounts_and_command(client: docker.DockerClient, policy: Policy, image, log,
     return mounts, command
 
 
-def _result(trial_id: str, w: supervisor.Watched, sha: str, started: float, *, training_only: bool = False
-            ) -> TrialResult:
+def _result(trial_id: str, w: supervisor.Watched, sha: str, started: float, deadline: str = "", *,
+            training_only: bool = False) -> TrialResult:
     """The watched container's facts, classified: the one place a trial's outcome is decided.
 
-    `training_only` (code mode's training container): whatever the script printed is ignored, a
-    summary included; it ends ok when it exits 0 in time, and its training time is the
-    supervisor's clock, not the script's word. The metric comes later, from the evaluator.
+    `deadline` says how the deadline was set (a timeout's reason names it). `training_only`
+    (code mode's training container): whatever the script printed is ignored, a summary
+    included; it ends ok when it exits 0 in time, and its training time is the supervisor's
+    clock, not the script's word. The metric comes later, from the evaluator.
     """
     metrics, problem = w.summary.result()
     if training_only:
         metrics, problem = {"training_seconds": round(w.wall_seconds, 3)}, None
     status, reason = classify(
         exit_code=w.exit_code, oom_killed=w.oom_killed, killed_for=w.killed_for,
-        metrics=metrics, summary_problem=problem,
+        metrics=metrics, summary_problem=problem, deadline=deadline,
     )
     m = dict(metrics) if status == "ok" else {}
     if "peak_mem_mb" not in m and "peak_vram_mb" in m:  # karpathy's train.py names its memory so
@@ -195,6 +197,9 @@ def run_trial(
     cpuset: str | None = None,
     gpu_ids: list[int] | tuple[int, ...] | None = None,
     training_only: bool = False,
+    checkout: Path | None = None,
+    grace_s: float | None = None,
+    grace_source: str = "",
 ) -> TrialResult:
     """Run `script` (already edited, or untrusted in code mode) under the policy's limits.
 
@@ -202,11 +207,14 @@ def run_trial(
 
     `ro_mounts` are the task's extra read-only (host path, sandbox path) pairs; a sandbox path
     starting with `~/` is placed under the sandbox user's home (`sandbox_home`). `cpuset` and
-    `gpu_ids` are a parallel slot's share of the machine (`hardening.container_kwargs`).
+    `gpu_ids` are a parallel slot's share of the machine (`hardening.container_kwargs`). `checkout`:
+    run in that checkout's own trial image (`checkout_image.py`; a stale one is refused), else
+    the stock one. `grace_s` replaces the policy's `trial.grace_s` (a checkout run measures it on
+    its baseline); `grace_source` says where it came from, for a timeout's reason.
     """
     trial_id = trial_id or new_trial_id()
     log = get_logger(run_id=run_id, trial_id=trial_id)
-    image = images.image_for(client, "trial")
+    image = checkout_image.image_for(client, checkout) if checkout else images.image_for(client, "trial")
     sha = hashlib.sha256(script.encode()).hexdigest()
     script_path, out_dir = _write_inputs(work_dir, script)
     mounts, command = _mounts_and_command(client, policy, image, log, script_path=script_path, out_dir=out_dir,
@@ -217,7 +225,9 @@ def run_trial(
         labels={hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id},
     )
     limits = policy.trial
-    deadline = budget_s + float(limits["grace_s"])
+    grace = float(limits["grace_s"]) if grace_s is None else float(grace_s)
+    deadline = budget_s + grace
+    why = f"budget {budget_s:g} s + grace {grace:g} s, {grace_source or 'policy trial.grace_s'}"
     log.info("trial_start", budget_s=budget_s, deadline_s=deadline, script_sha=sha[:12])
     t0 = time.monotonic()
     # A unique name: trial ids repeat across runs, and a container the engine lost may linger.
@@ -230,7 +240,7 @@ def run_trial(
     if w.exit_code is None and w.killed_for is None:
         raise InfraError(f"the Docker engine lost trial {trial_id} (no exit state)")
     (work_dir / "log.txt").write_text(w.log.text())
-    result = _result(trial_id, w, sha, t0, training_only=training_only)
+    result = _result(trial_id, w, sha, t0, why, training_only=training_only)
     log.info("trial_end", status=result.status, reason=result.reason, val_bpb=result.val_bpb,
              wall_s=result.wall_seconds)
     return result

@@ -116,11 +116,12 @@ class CappedLog:
 
 def classify(
     *, exit_code: int | None, oom_killed: bool, killed_for: str | None,
-    metrics: dict | None, summary_problem: str | None,
+    metrics: dict | None, summary_problem: str | None, deadline: str = "",
 ) -> tuple[str, str]:
-    """The trial status and a one-line reason, from facts the supervisor gathered."""
+    """The trial status and a one-line reason, from facts the supervisor gathered; `deadline`
+    says how the deadline was made (budget, grace and the policy key or measurement behind it)."""
     if killed_for == "deadline":
-        return "timeout", "killed at the deadline (budget + grace)"
+        return "timeout", f"killed at the deadline ({deadline or 'budget + grace'})"
     if killed_for == "cancelled":
         return "interrupted", "cancelled by the run (stop requested)"
     if killed_for:

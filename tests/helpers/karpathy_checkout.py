@@ -2,7 +2,7 @@
 
 The fake has the real one's shape, not its weight: a CPU `prepare.py` with a 1 s TIME_BUDGET
 whose `evaluate_bpb` reads a number from its cache under `~/.cache/autoresearch`, and a
-`train.py` with karpathy-style constants (literals, an expression, a tuple) that imports from
+`train.py` with karpathy-style constants (literals, an expression, a tuple, a reporting one) that imports from
 prepare and prints karpathy's summary keys. The host-side cache is a folder under tmp, found
 through HOME (as prepare.py finds it) or through --cache.
 
@@ -48,10 +48,11 @@ from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_data
 
 ASPECT_RATIO = 64        # model_dim = depth * ASPECT_RATIO
 WINDOW_PATTERN = "SSSL"  # sliding window pattern
-TOTAL_BATCH_SIZE = 2**19 # an expression: not tunable
+TOTAL_BATCH_SIZE = 2**19 # an expression of literals: tunable, by powers of two
 EMBEDDING_LR = 0.6       # learning rate for the embeddings
 WARMUP_RATIO = 0.0
-ADAM_BETAS = (0.8, 0.95) # a tuple: not tunable
+ADAM_BETAS = (0.8, 0.95) # a tuple: tunable element by element
+PEAK_FLOPS = 989.5e12    # a reporting constant: never tunable
 USE_VE = True
 OFFSET = -8
 DEPTH = 8                # transformer layers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bilevel.inner import edits
 from bilevel.inner.edits import EditError, Param, apply, parse_value, read_constants, validate
 
 SPACE = {
@@ -81,3 +82,35 @@ def test_apply_refuses_unknown_and_ambiguous_constants():
         apply("A = 1\nA = 2\n", {"A": 3})
     with pytest.raises(EditError, match="spans several lines"):
         apply("A = (1 +\n 2)\n", {"A": 3})
+
+
+@pytest.mark.parametrize("expr, value", [("2**19", 2 ** 19), ("8 * 1024", 8192), ("-(3 - 5) / 4", 0.5),
+                                         ("(0.8, 0.95)", (0.8, 0.95)), ("10 * 524288", 5242880)])
+def test_constant_expressions_of_literals_are_constants(expr, value):
+    assert edits.read_constants(f"X = {expr}\n") == {"X": value}
+
+
+@pytest.mark.parametrize("expr", ["9**9**9", "2**1000 * 2**1000 * 2**1000", "1 / 0", "len('ab')",
+                                  "__import__('os').getcwd()", "Y + 1", "'a' * 10**9"])
+def test_other_expressions_are_never_computed(expr):
+    # Invariant 2: an AST walk over literals; a call, a name, or a huge power is no constant.
+    assert "X" not in edits.read_constants(f"X = {expr}\n")
+
+
+def test_a_tuple_element_edit_rewrites_the_whole_tuple_as_a_literal():
+    src = "BETAS = (0.8, 0.95)  # adam\nN = 2**4\n"
+    out = edits.apply(src, {"BETAS[1]": 0.99, "N": 32})
+    assert out == "BETAS = (0.8, 0.99)  # adam\nN = 32\n"
+    assert edits.read_values(src)["BETAS[0]"] == 0.8
+    with pytest.raises(edits.EditError, match="no tuple constant N"):
+        edits.apply(src, {"N[0]": 1})
+
+
+def test_rules_see_the_full_values_with_tuple_elements_folded_in():
+    space = edits.Space({}, rules=(edits.Rule("BETAS[0] < BETAS[1]", "beta1 below beta2"),),
+                        fixed={"BETAS": (0.8, 0.95)})
+    space.check_rules({"BETAS[0]": 0.9})
+    with pytest.raises(EditError, match=r"breaks the constraint BETAS\[0\] < BETAS\[1\] .*beta1 below beta2"):
+        space.check_rules({"BETAS[0]": 0.97})
+    with pytest.raises(EditError, match="cannot be evaluated"):
+        edits.Space({}, rules=(edits.Rule("BETAS.count(1)"),), fixed={"BETAS": (1,)}).check_rules({})

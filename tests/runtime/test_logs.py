@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from hostile_text import HOSTILE, RAW
 
@@ -23,3 +24,20 @@ def test_log_jsonl_escapes_control_characters_and_keeps_one_line_per_event(tmp_p
     assert len(lines) == 1                                              # the newline is \n inside JSON
     event = json.loads(lines[0])
     assert event["name"] == HOSTILE and event["run_id"] == "r1" and event["trial_id"] == "7"
+
+
+def test_without_a_log_file_events_reach_the_terminal_as_sentences_not_json(capsys, monkeypatch):
+    # A command with no run log (`mechanism check`, `replay ... mechanism`): its warnings are
+    # sentences on stderr, escaped; no JSON line lands among its human output.
+    monkeypatch.setattr(logs, "_configured", False)
+    try:
+        logs.get_logger(run_id="r1").warning("mechanism_quarantined", name=HOSTILE, mech_id=3)
+        out, err = capsys.readouterr()
+    finally:
+        logs.configure(stream=sys.__stderr__)  # not capsys's stream, which closes after this test
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith("bilevel: warning: mechanism quarantined (mech_id=3, name=")
+    assert not line.lstrip().startswith("{")
+    for c in RAW:
+        assert c not in err

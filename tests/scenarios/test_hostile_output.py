@@ -56,6 +56,7 @@ def test_mechanism_check_shows_hostile_names_prints_and_outputs_escaped(tmp_path
     r = bilevel("mechanism", "check", str(path))
     assert "pwned-title" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert_terminal_safe(r.stdout)
+    assert not [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith('{"')]  # human mode: no JSON log
     for c in ("\x1b", "\x07"):
         assert c not in r.stderr
 
@@ -71,3 +72,4 @@ def test_replay_shows_a_hostile_mechanism_name_escaped(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "pwned-title" in r.stdout
     assert_terminal_safe(r.stdout)
+    assert not [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith('{"')]  # human mode: no JSON log
