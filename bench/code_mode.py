@@ -60,9 +60,9 @@ def channel_rate(client, pol, task, work: Path, batches: int = 20) -> tuple[floa
     spec = evaluator.Spec(**task.code_inputs()["spec"])
     x = torch.randint(0, 256, (spec.batch, spec.seq_len))
     ids = x.to(torch.int32).numpy().tobytes()
-    files = channel.ModelFiles(source=work / "eval" / "model.py", config=work / "eval" / "model.json",
-                               checkpoint=work / "eval" / "model.safetensors", harness=task.code_inputs()["harness"])
-    with channel.ModelContainer(client, pol, files, deadline=time.monotonic() + 600, labels={}) as m:
+    files = channel.ModelFiles(folder=work / "eval", harness=task.code_inputs()["harness"])
+    with channel.ModelContainer(client, pol, files, labels={}) as m:
+        m.arm(time.monotonic() + 600)
         m.ready()
         m.forward(ids, spec.batch, spec.seq_len, spec.vocab)
         t0 = time.perf_counter()

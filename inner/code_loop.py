@@ -3,9 +3,10 @@
 Odd iterations try a code edit first (the offline library or the LLM): applied on the host as
 text (`code_edits`), checked by parsing and by size, never run here. An edit that does not apply
 is a rejected proposal, with its reason in the iteration's record, and the iteration goes on with
-a constants step. Even iterations, and every iteration once the proposer has no edit left, take
-a constants step as params mode does (`loop.pick`: the mechanisms' suggestions and reviews, the
-constraints enforced, the offline proposer), written as typed edits into the incumbent's code.
+a constants step from the offline proposer. Even iterations, and every iteration once the
+proposer has no edit left, take a constants step as params mode does (`loop.pick`: the
+mechanisms' suggestions and reviews, the constraints enforced, the proposer's constants: the
+LLM's with an LLM), written as typed edits into the incumbent's code.
 So mechanisms work in both modes. Acceptance and the record are `loop.conclude`'s.
 """
 
@@ -36,8 +37,7 @@ def config_of(script: str, state: LoopState) -> dict:
 
 
 def _constants_step(state: LoopState, cstep: CodeStep, view: dict, effects: dict, merged: dict,
-                    source: str) -> tuple[dict, str, list]:
-    proposal = cstep.step.offline.propose(state.incumbent, state.active, state.history)
+                    source: str, proposal: dict | None) -> tuple[dict, str, list]:
     chosen, rejected = pick(state, cstep.step, view, effects, merged, proposal)
     # Invariant 2: the values were checked against the space; they go into the code as literals.
     script = apply(source, chosen["changes"])
@@ -69,8 +69,13 @@ def iterate_code(state: LoopState, cstep: CodeStep, source: str, resumed: dict |
                 rejected.append({"source": "proposer", "changes": {}, "edit": edit.get("name"),
                                  "why": f"code edit rejected: {exc}"})
     if script is None:
+        # The proposer's constants: the LLM's (or the offline proposer's) on an even iteration; on an
+        # odd one, whose code edit did not apply, the offline proposer's (one LLM call an iteration).
+        st = cstep.step
+        proposal = st.propose(state, sections) if state.iteration % 2 == 0 else st.offline.propose(
+            state.incumbent, state.active, state.history)
         try:
-            chosen, script, more = _constants_step(state, cstep, view, effects, merged, source)
+            chosen, script, more = _constants_step(state, cstep, view, effects, merged, source, proposal)
         except EditError as exc:   # a kept edit removed a constant: the incumbent runs again
             chosen, script, more = {"changes": {}, "hypothesis": "incumbent again", "source": "fallback"}, source, [
                 {"source": "proposer", "changes": {}, "why": f"typed edit refused: {exc}"}]

@@ -6,11 +6,23 @@ sandbox gets (`hardening.container_kwargs`, role "evaluation"); what comes back 
 (`frames`) whose size is checked against the request before its payload is read, so nothing
 from the sandbox is bigger than the batch it answers, and nothing of it is unpickled, imported
 or called: logits are read as float32 numbers.
+
+The bytes travel over a Unix socket the host listens on, in a folder of its own mounted
+read-only into the container (a socket in a read-only mount can still be connected to, and the
+kernel carries the bytes directly: about ten times the engine's attach stream, which also logs
+every byte). Under runsc (gVisor), which does not connect to host sockets, the frames travel
+over the attached stdio instead. The container may be created before the model's files exist
+(`code_trial` starts it while the candidate trains); `ready()` starts the evaluation.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import select
+import shutil
+import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +38,8 @@ from bilevel.runtime.sandbox import hardening, images, runtimes
 from bilevel.runtime.vocabulary import Gate
 
 SERVER_DIR = "/bilevel/eval"
+CHANNEL_DIR = "/bilevel/channel"
+SOCKET = "model.sock"
 HERE = Path(__file__).resolve().parent
 # The trusted files the model container runs besides the candidate's own (mounted read-only).
 SERVER_FILES = ("model_server.py", "frames.py", "checkpoint_format.py")
@@ -33,79 +47,129 @@ SERVER_FILES = ("model_server.py", "frames.py", "checkpoint_format.py")
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """What the model container holds: the model's source, its config and its checkpoint (host
-    copies the evaluator made), and the task's training harness the source imports."""
+    """What the model container holds: a host folder with the model's source, its config and its
+    checkpoint (model.py, model.json, model.safetensors: host copies the evaluator made), and the
+    task's training harness the source imports."""
 
-    source: Path
-    config: Path
-    checkpoint: Path
+    folder: Path
     harness: Path
+
+
+class _SocketStream:
+    """The accepted Unix-socket connection."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.sock = conn
+
+    def recv(self) -> bytes | None:
+        """What arrived (None at the end of the stream)."""
+        return self.sock.recv(1 << 20) or None
+
+
+class _AttachedStream:
+    """The container's attached stdio through the engine (runsc): stdout frames demultiplexed."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.sock, self.demux = raw, getattr(raw, "_sock", raw), Demuxer()
+
+    def recv(self) -> bytes | None:
+        """Stdout's bytes in what arrived (None at the end of the stream)."""
+        data = self.sock.recv(1 << 16)
+        return self.demux.feed(data) if data else None
 
 
 class ModelContainer:
     """One candidate model in its own container, answering forward passes until closed."""
 
-    def __init__(self, client, policy: Policy, files: ModelFiles, *, deadline: float, labels: dict[str, str],
+    def __init__(self, client, policy: Policy, files: ModelFiles, *, labels: dict[str, str],
                  cpuset: str | None = None, threads: int = 1) -> None:
-        self.deadline = deadline
+        self.deadline = math.inf        # until `arm`: the evaluation's own clock starts there
         self.killed = False
+        self.stream: _SocketStream | _AttachedStream | None = None
+        self.buf = bytearray()
         image = images.image_for(client, "trial")   # the trial image: Python and torch, nothing else of ours
-        mounts = [Mount(target=f"/model/{name}", source=str(p.resolve()), type="bind", read_only=True)
-                  for name, p in (("model.py", files.source), ("model.json", files.config),
-                                  ("model.safetensors", files.checkpoint))]
+        runtime = runtimes.runtime_for(client, policy, "trial")
+        mounts = [Mount(target="/model", source=str(files.folder.resolve()), type="bind", read_only=True)]
         mounts += [Mount(target=f"{SERVER_DIR}/{name}", source=str(HERE / name), type="bind", read_only=True)
                    for name in SERVER_FILES]
         mounts.append(Mount(target=f"{SERVER_DIR}/harness.py", source=str(files.harness.resolve()), type="bind",
                             read_only=True))
+        command = ["python3", "-I", f"{SERVER_DIR}/model_server.py", str(threads)]
+        self._listener = self._folder = None
+        if runtime == runtimes.RUNC:
+            self._folder, self._listener = _listen()
+            mounts.append(Mount(target=CHANNEL_DIR, source=self._folder, type="bind", read_only=True))
+            command.append(f"{CHANNEL_DIR}/{SOCKET}")
         # Invariant 5 (code mode): no data mount, no network; every other wall from the one module.
         kwargs = hardening.container_kwargs(
-            policy, "evaluation", image.id, ["python3", "-I", f"{SERVER_DIR}/model_server.py", str(threads)],
-            mounts=mounts, stdin=True, labels=labels, cpuset=cpuset, host_mounts=images.host_mounts(image),
-            runtime=runtimes.runtime_for(client, policy, "trial"),
+            policy, "evaluation", image.id, command, mounts=mounts, stdin=self._listener is None, labels=labels,
+            cpuset=cpuset, host_mounts=images.host_mounts(image), runtime=runtime,
         )
-        self.container = client.containers.create(**kwargs)
         try:
-            self._raw = client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1, "stream": 1})
-            self.sock = getattr(self._raw, "_sock", self._raw)
+            self.container = client.containers.create(**kwargs)
+            if self._listener is None:
+                self.stream = _AttachedStream(client.api.attach_socket(
+                    self.container.id, params={"stdin": 1, "stdout": 1, "stream": 1}))
             self.container.start()
         except Exception:
             self.close()
             raise
-        self.demux = Demuxer()
-        self.buf = bytearray()
+
+    def arm(self, deadline: float) -> None:
+        """The evaluation starts: every reply from here on must come before `deadline`."""
+        self.deadline = deadline
 
     # ---- bytes ---------------------------------------------------------------------------------
 
+    def _connected(self) -> _SocketStream | _AttachedStream:
+        """The stream; on the socket, the model server's one connection, accepted before the deadline."""
+        while self.stream is None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout()
+            if select.select([self._listener], [], [], min(remaining, 0.25))[0]:
+                conn, _ = self._listener.accept()
+                # One connection, ever: the listener and its folder go as soon as the server is in,
+                # so nothing else (the model's own code included) can open a second channel.
+                self._stop_listening()
+                self.stream = _SocketStream(conn)
+            else:
+                self.container.reload()
+                if self.container.status in ("exited", "dead"):
+                    raise self._death()
+        return self.stream
+
     def _recv_exact(self, n: int) -> bytes:
-        """Exactly n bytes of stdout, before the deadline; the buffer never holds much more."""
+        """Exactly n bytes of the reply stream, before the deadline; the buffer never holds much more."""
+        stream = self._connected()
         while len(self.buf) < n:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout()
             try:
-                ready, _, _ = select.select([self.sock], [], [], remaining)
-                if not ready:
+                if not select.select([stream.sock], [], [], remaining)[0]:
                     raise self._timeout()
-                data = self.sock.recv(1 << 16)
+                data = stream.recv()
             except OSError:
                 raise self._death() from None
-            if not data:
+            if data is None:
                 raise self._death()
-            self.buf += self.demux.feed(data)
+            self.buf += data
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
 
     def _send(self, data: bytes) -> None:
-        self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+        sock = self._connected().sock
+        sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
         try:
-            self.sock.sendall(data)
+            sock.sendall(data)
         except TimeoutError:
             raise self._timeout() from None
         except OSError:
             raise self._death() from None
         finally:
-            self.sock.settimeout(None)
+            sock.settimeout(None)
 
     def _timeout(self) -> GateFailure:
         # The evaluation's own deadline: the container is killed, not waited for.
@@ -141,7 +205,9 @@ class ModelContainer:
         return magic, a, b, c
 
     def ready(self) -> int:
-        """Wait for the model to be built and loaded; its parameter count as the container counts it."""
+        """Start the evaluation (the model's files are in place) and wait for the model to be built
+        and loaded; its parameter count as the container counts it."""
+        self._send(frames.start())
         magic, low, high, _ = self._reply()
         if magic != frames.READY:
             raise GateFailure(Gate.CHANNEL, "logits before the model said it was ready")
@@ -165,15 +231,25 @@ class ModelContainer:
         except (APIError, NotFound):
             pass
 
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
     def close(self) -> None:
-        for closer in (getattr(self, "sock", None), getattr(self, "_raw", None)):
+        self._stop_listening()
+        for closer in (getattr(self.stream, "sock", None), getattr(self.stream, "raw", None)):
             try:
                 if closer is not None:
                     closer.close()
             except OSError:
                 pass
         try:
-            self.container.remove(force=True)
+            if getattr(self, "container", None) is not None:
+                self.container.remove(force=True)
         except (APIError, NotFound):
             pass
 
@@ -182,3 +258,21 @@ class ModelContainer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _listen() -> tuple[str, socket.socket]:
+    """A listening Unix socket in a fresh folder of the host's: (folder, listener). The folder is
+    the container's only view of it (mounted read-only); the socket is open to the container's
+    user, which is not the host's, and the folder's name is random and not listable."""
+    folder = tempfile.mkdtemp(prefix="bilevel-channel-")
+    os.chmod(folder, 0o711)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(os.path.join(folder, SOCKET))
+        os.chmod(os.path.join(folder, SOCKET), 0o666)
+        listener.listen(1)
+    except OSError:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder, listener

@@ -7,6 +7,10 @@
    and the config, read as data (no link followed), and copies them into a folder of its own.
 3. The model container (`channel`) gets those copies and the script, and no data; the evaluator
    (`evaluator`) sends it the validation inputs and computes val_bpb from its logits.
+
+The model container starts `prestart_s` before the training's budget ends (`EarlyModel`), so its
+start-up (the engine, Python, torch) overlaps the training's last seconds instead of following
+it; it reads the model's files only once the host has put them in place and says so.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,45 @@ def take_outputs(out_dir: Path, dest: Path, limits: dict) -> tuple[Path, Path, s
     return dest / "model.safetensors", dest / "model.json", hashlib.sha256(data).hexdigest(), header.num_params
 
 
+class EarlyModel:
+    """The model container, started on a thread `delay` seconds from now (or at once by `take`);
+    `cancel` stops it from starting, or removes it if it started and was not taken."""
+
+    def __init__(self, make: Callable[[], channel.ModelContainer], delay: float) -> None:
+        self._now, self._cancelled, self._taken = threading.Event(), False, False
+        self._model: channel.ModelContainer | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, args=(make, delay), name="early-model", daemon=True)
+        self._thread.start()
+
+    def _start(self, make: Callable[[], channel.ModelContainer], delay: float) -> None:
+        self._now.wait(delay)
+        if self._cancelled:
+            return
+        try:
+            self._model = make()
+        except BaseException as exc:  # noqa: BLE001 - raised again by take()
+            self._error = exc
+
+    def take(self) -> channel.ModelContainer:
+        """The started container; an engine failure is `executor.InfraError` (not the candidate's)."""
+        self._now.set()
+        self._thread.join()
+        self._taken = True
+        if isinstance(self._error, (DockerException, requests.RequestException)):
+            raise executor.InfraError(f"the model container did not start: {self._error}") from self._error
+        if self._error is not None:
+            raise self._error
+        return self._model
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._now.set()
+        self._thread.join()
+        if self._model is not None and not self._taken:
+            self._model.close()
+
+
 def run_code_trial(
     client, policy: Policy, *, script: str, budget_s: float, work_dir: Path, code_inputs: dict[str, Any],
     trial_id: str | None = None, run_id: str | None = None, gpu: bool = False,
@@ -62,34 +106,36 @@ def run_code_trial(
     (a fresh one when not given). An engine failure raises `executor.InfraError`."""
     trial_id = trial_id or executor.new_trial_id()
     log = get_logger(run_id=run_id, trial_id=trial_id)
-    t0 = time.monotonic()
-    train = executor.run_trial(
-        client, policy, script=script, budget_s=budget_s, work_dir=work_dir,
-        data_dir=code_inputs["train_dir"], harness_lib=LIB, ro_mounts=_training_mounts(code_inputs["harness"]),
-        trial_id=trial_id, run_id=run_id, gpu=gpu, cancel=cancel, cpuset=cpuset, gpu_ids=gpu_ids,
-        training_only=True,
-    )
-    train = replace(train, mode=TrialMode.CODE)
-    if train.status != TrialStatus.OK:
-        return train
     limits = policy.evaluation
-    try:
-        ckpt, cfg, sha, _n = take_outputs(work_dir / "out", work_dir / "eval", limits)
-    except GateFailure as exc:
-        return _invalid(train, exc.gate, str(exc), t0, None)
-    (work_dir / "eval" / "model.py").write_text(script)
-    files = channel.ModelFiles(source=work_dir / "eval" / "model.py", config=cfg, checkpoint=ckpt,
-                               harness=code_inputs["harness"])
-    val = Path(code_inputs["val_path"]).read_bytes()   # the host's evaluator alone reads it
-    spec = evaluator.Spec(**code_inputs["spec"])
+    t0 = time.monotonic()
+    folder = work_dir / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(script)
     labels = {hardening.LABEL_RUN: run_id or "", hardening.LABEL_TRIAL: trial_id}
-    deadline = time.monotonic() + float(limits["deadline_s"])
+    files = channel.ModelFiles(folder=folder, harness=code_inputs["harness"])
+    early = EarlyModel(lambda: channel.ModelContainer(client, policy, files, labels=labels, cpuset=cpuset),
+                       delay=max(0.0, budget_s - float(limits["prestart_s"])))
     try:
-        model = channel.ModelContainer(client, policy, files, deadline=deadline, labels=labels, cpuset=cpuset)
-    except (DockerException, requests.RequestException) as exc:  # the engine failed: not the candidate's fault
-        raise executor.InfraError(f"the model container did not start: {exc}") from exc
+        train = replace(executor.run_trial(
+            client, policy, script=script, budget_s=budget_s, work_dir=work_dir,
+            data_dir=code_inputs["train_dir"], harness_lib=LIB, ro_mounts=_training_mounts(code_inputs["harness"]),
+            trial_id=trial_id, run_id=run_id, gpu=gpu, cancel=cancel, cpuset=cpuset, gpu_ids=gpu_ids,
+            training_only=True,
+        ), mode=TrialMode.CODE)
+        if train.status != TrialStatus.OK:
+            return train
+        try:
+            sha = take_outputs(work_dir / "out", folder, limits)[2]
+        except GateFailure as exc:
+            return _invalid(train, exc.gate, str(exc), t0, None)
+        model = early.take()
+    finally:
+        early.cancel()   # nothing once taken; else the early container never starts, or goes
+    val = Path(code_inputs["val_path"]).read_bytes()   # the host's evaluator alone reads it
     with model:
-        result = evaluator.run(model, val, spec, secret=secrets.randbits(62) if secret is None else secret,
+        model.arm(time.monotonic() + float(limits["deadline_s"]))
+        result = evaluator.run(model, val, evaluator.Spec(**code_inputs["spec"]),
+                               secret=secrets.randbits(62) if secret is None else secret,
                                causality_batches=int(limits["causality_batches"]), tolerance=float(limits["tolerance"]))
     log.info("evaluation_end", gate=result.gate, val_bpb=result.val_bpb, seconds=result.seconds,
              checkpoint_sha=sha[:12])

@@ -1,4 +1,4 @@
-"""The model channel's frames: what crosses the model container's stdio, in both directions.
+"""The model channel's frames: what crosses between the model container and the host, both ways.
 
 Why binary and not JSON lines: a batch's logits are 32 x 128 x 256 floats (4 MiB); as raw
 float32 they cross as they are, with a fixed header that says how many bytes follow. The reader
@@ -8,6 +8,7 @@ be bigger than the batch it answers. Never pickle: the payload is numbers, read 
 Standard library only: mounted into the model container beside `model_server`, and imported by
 the host's `channel`.
 
+    start    "BLS1" u32 0, u32 0: build the model now (its files are in place)
     request  "BLQ1" u32 B, u32 T, then B*T little-endian int32 token ids
     logits   "BLL1" u32 B, u32 T, u32 V, then B*T*V little-endian float32
     ready    "BLR1" u32 parameters (low word), u32 parameters (high word), u32 0
@@ -18,10 +19,14 @@ from __future__ import annotations
 
 import struct
 
-REQUEST, LOGITS, READY, ERROR = b"BLQ1", b"BLL1", b"BLR1", b"BLE1"
-REQUEST_HEAD = struct.Struct("<4sII")
+START, REQUEST, LOGITS, READY, ERROR = b"BLS1", b"BLQ1", b"BLL1", b"BLR1", b"BLE1"
+REQUEST_HEAD = struct.Struct("<4sII")         # every request has this 12-byte head
 REPLY_HEAD = struct.Struct("<4sIII")          # every reply has this 16-byte head
 MAX_ERROR = 4096
+
+
+def start() -> bytes:
+    return REQUEST_HEAD.pack(START, 0, 0)
 
 
 def request(batch_size: int, seq_len: int, ids: bytes) -> bytes:

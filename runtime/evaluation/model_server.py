@@ -6,14 +6,19 @@ data at all: no validation split, no mount of it, no network (DESIGN invariant 5
 Whatever the model's code does here, at import or in its forward pass, it can only shape the
 logits it returns; the host computes the metric from them against targets it never sends.
 
-Protocol: `frames` (binary, sizes in a fixed head). The real stdout is kept on a private
-descriptor before the model's code is imported, and descriptor 1 then points at stderr, so a
-`print` in the model's code cannot corrupt the channel by accident.
+Protocol: `frames` (binary, sizes in a fixed head), over a Unix socket the host listens on
+(its path is the second argument; the host accepts one connection only) or, without that
+argument, over stdio. Either way descriptor 1 points at stderr and stdin at /dev/null before the
+model's code is imported, so a `print` in the model's code cannot corrupt the channel by accident.
+
+The container may start while the candidate still trains (its files are not there yet): it
+connects and imports torch, then waits for the host's start frame before it reads /model.
 """
 
 import importlib.util
 import json
 import os
+import socket
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,9 +26,15 @@ SITE = "/bilevel/site"
 MODEL = "/model"
 
 
-def _channel():
-    out = _Frames(os.fdopen(os.dup(1), "wb"))
-    inp = os.fdopen(os.dup(0), "rb", buffering=0)
+def _channel(path: str | None):
+    """(input, output) of the channel: the host's socket at `path`, else the real stdio."""
+    if path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        inp, out = sock.makefile("rb", buffering=0), _Frames(sock.sendall)
+    else:
+        raw = os.fdopen(os.dup(1), "wb")
+        inp, out = os.fdopen(os.dup(0), "rb", buffering=0), _Frames(lambda data: (raw.write(data), raw.flush()))
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -32,15 +43,13 @@ def _channel():
 
 
 class _Frames:
-    """The private stdout: each frame written whole (a buffered writer loops over short writes)
-    and flushed at once."""
+    """The private output: each frame written whole (`send` loops over short writes) at once."""
 
-    def __init__(self, f) -> None:
-        self.f = f
+    def __init__(self, send) -> None:
+        self.send = send
 
     def write(self, data: bytes) -> None:
-        self.f.write(data)
-        self.f.flush()
+        self.send(data)
 
 
 def _read(inp, n: int) -> bytes:
@@ -88,23 +97,47 @@ def _build(torch, checkpoint_format, threads: int):
     return model
 
 
-def main(argv: list[str]) -> None:
-    threads = int(argv[0]) if argv else 1
-    inp, out = _channel()
-    sys.path[:0] = [p for p in (HERE, SITE) if os.path.isdir(p)]
-    import frames
-
+def _prepare():
+    """torch and the checkpoint reader, imported while the host may still be training the model;
+    (torch, checkpoint_format, None) or (None, None, the failure)."""
     try:
         import checkpoint_format
         import torch
 
         torch.set_grad_enabled(False)
+        return torch, checkpoint_format, None
+    except BaseException as exc:  # noqa: BLE001 - said to the host once it starts the evaluation
+        return None, None, exc
+
+
+def main(argv: list[str]) -> None:
+    threads = int(argv[0]) if argv else 1
+    inp, out = _channel(argv[1] if len(argv) > 1 else None)
+    sys.path[:0] = [p for p in (HERE, SITE) if os.path.isdir(p)]
+    import frames
+
+    torch, checkpoint_format, failure = _prepare()
+    try:
+        magic, _, _ = frames.REQUEST_HEAD.unpack(_read(inp, frames.REQUEST_HEAD.size))
+    except EOFError:
+        return
+    if magic != frames.START:
+        out.write(frames.error("channel: a request before the start frame"))
+        return
+    try:
+        if failure is not None:
+            raise failure
         model = _build(torch, checkpoint_format, threads)
         n = sum(p.numel() for p in model.parameters())
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the host as words
         out.write(frames.error(f"interface: {type(exc).__name__}: {exc}"))
         return
     out.write(frames.ready(n))
+    _serve(torch, model, inp, out, frames)
+
+
+def _serve(torch, model, inp, out, frames) -> None:
+    """Answer forward passes until the host closes the channel."""
     while True:
         try:
             magic, b, t = frames.REQUEST_HEAD.unpack(_read(inp, frames.REQUEST_HEAD.size))

@@ -154,6 +154,24 @@ HOSTILE: dict[str, dict[str, str]] = {
         "            raise RuntimeError('FOUND ' + json.dumps({'import': compact(AT_IMPORT), 'forward': "
         "compact({**search_for_validation(), **search_memory()})}))\n"
         "        x = self.tok(idx)\n"},
+    # Its model's code tries to open a second channel to the host: it connects to the socket's
+    # path and writes into the channel's folder, and reports what happened as the interface's reason.
+    "second_channel": {"        x = self.tok(idx)\n":
+        "        if not self.training:\n"
+        "            import json, os, socket\n"
+        "            tried = {}\n"
+        "            for what, act in (('connect', lambda: socket.socket(socket.AF_UNIX).connect("
+        "'/bilevel/channel/model.sock')), ('write', lambda: open('/bilevel/channel/x', 'w')),\n"
+        "                              ('list', lambda: os.listdir('/bilevel/channel'))):\n"
+        "                try:\n"
+        "                    act()\n"
+        "                    tried[what] = 'ok'\n"
+        "                except OSError as exc:\n"
+        "                    tried[what] = exc.__class__.__name__\n"
+        "            tried['options'] = [ln.split()[3] for ln in open('/proc/self/mounts') if ln.split()[1] == "
+        "'/bilevel/channel']\n"
+        "            raise RuntimeError('CHANNEL ' + json.dumps(tried))\n"
+        "        x = self.tok(idx)\n"},
     # Its model never answers (the deadline gate), or takes all the memory it can (the memory gate).
     "slow_model": {"        x = self.tok(idx)\n": "        if not self.training:\n"
                    "            import time\n            time.sleep(3600)\n        x = self.tok(idx)\n"},

@@ -69,3 +69,24 @@ def test_an_llm_answer_is_parsed_as_blocks():
     task, state, cstep, ran = _setup([{"name": "llm", "text": text}], [{"status": "ok", "val_bpb": 2.0}])
     rec, source = iterate_code(state, cstep, task.code_source())
     assert rec["kept"] and rec["hypothesis"] == "relu squared" and ".square()" in source
+
+
+def test_the_proposer_drafts_the_constants_of_even_iterations_only():
+    """With an LLM, an even iteration's constants are its proposal; an odd iteration whose code edit
+    did not apply falls back to the offline proposer, so it makes no second LLM call."""
+    bad = {"name": "broken", "hypothesis": "h", "blocks": [ce.Block("no such line\n", "x\n")]}
+    task, state, cstep, ran = _setup([bad], [{"status": "ok", "val_bpb": 3.5}, {"status": "ok", "val_bpb": 3.4}])
+    asked = []
+    key, value = "BETA2", 0.95
+
+    def propose(s, sections):
+        asked.append(s.iteration)
+        return {"changes": {key: value}, "hypothesis": "the proposer's constants"}
+
+    cstep.step.propose = propose
+    rec1, source = iterate_code(state, cstep, task.code_source())
+    rec2, _ = iterate_code(state, cstep, source)
+    assert asked == [2]
+    assert rec1["hypothesis"] != "the proposer's constants"
+    assert rec2["changes"] == {key: value} and rec2["hypothesis"] == "the proposer's constants"
+    assert edits.read_constants(ran[1][2])[key] == value

@@ -13,7 +13,7 @@ import pytest
 from bilevel.inner import tasks
 from bilevel.runtime import policy as policies
 from bilevel.runtime.evaluation.code_trial import run_code_trial
-from bilevel.runtime.sandbox import executor
+from bilevel.runtime.sandbox import executor, runtimes
 
 import code_mode_scripts
 
@@ -49,12 +49,12 @@ def _data_hashes(task) -> dict[str, str]:
 def run(docker_client, task, tmp_path, test_policy):
     before = _data_hashes(task)
 
-    def _run(script: str, *, budget: float = 1.0, **evaluation) -> executor.TrialResult:
+    def _run(script: str, *, budget: float = 1.0, runtime: str = "auto", **evaluation) -> executor.TrialResult:
         trial_id = executor.new_trial_id()
         limits = {**test_policy.evaluation, **EVALUATION, **evaluation}
         # A generous grace: the training container's start-up (torch's import) on a loaded 2-core
         # machine took several seconds, more than the suite's 6 s.
-        trial = {**test_policy.trial, "grace_s": 60}
+        trial = {**test_policy.trial, "grace_s": 60, "runtime": runtime}
         policy = policies.from_data({**test_policy.data, "trial": trial, "evaluation": limits}, "test")
         result = run_code_trial(docker_client, policy, script=script, budget_s=budget,
                                 work_dir=tmp_path / trial_id, code_inputs=task.code_inputs(), trial_id=trial_id,
@@ -74,6 +74,16 @@ def test_the_incumbent_trains_and_the_evaluator_scores_it(run):
     assert r.checkpoint_sha and len(r.checkpoint_sha) == 64
     assert set(r.evaluation_seconds) == {"startup", "metric", "gates"}
     assert r.training_seconds >= 1.0       # the supervisor's clock: at least the budget
+
+
+def test_under_runsc_the_model_answers_over_its_stdio(run, docker_client, test_policy):
+    """gVisor does not connect to host sockets: there the frames cross the attached stdio."""
+    status = runtimes.runsc_status(docker_client, test_policy)
+    if not status.works:
+        pytest.skip(f"runsc cannot run here, so only the socket channel was tested: {status.detail}")
+    r = run(code_mode_scripts.small(), runtime="runsc")
+    assert (r.status, r.gate) == ("ok", None), (r.reason, r.log_tail[-1500:])
+    assert 1.0 < r.val_bpb < 8.5
 
 
 def test_training_cannot_find_the_validation_split(run, needle):
@@ -130,6 +140,16 @@ def test_the_model_finds_no_validation_data_in_its_container(run, needle):
         assert seen["memory_mb"] > 10 and seen["files"] >= 3       # it did look
         assert seen["control"], "the search finds nothing even where the text is: the test is void"
         assert not seen["data_mount"]
+
+
+def test_the_model_cannot_open_a_second_channel_to_the_host(run):
+    """The host accepts one connection and then removes the socket; its folder is read-only."""
+    r = run(code_mode_scripts.hostile("second_channel"))
+    assert (r.status, r.gate) == ("invalid", "interface"), r.reason
+    tried = json.loads(r.reason[r.reason.index("CHANNEL ") + 8 :])
+    assert tried["connect"] in ("FileNotFoundError", "ConnectionRefusedError"), tried
+    assert tried["write"] != "ok" and tried["list"] != "ok", tried    # the folder is gone, and was not listable
+    assert len(tried["options"]) == 1 and "ro" in tried["options"][0].split(","), tried   # and mounted read-only
 
 
 def test_a_model_past_the_deadline_is_killed(run):
