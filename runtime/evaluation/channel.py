@@ -86,6 +86,7 @@ class ModelContainer:
         self.deadline = math.inf        # until `arm`: the evaluation's own clock starts there
         self.killed = False
         self.stream: _SocketStream | _AttachedStream | None = None
+        self.container = None
         self.buf = bytearray()
         image = images.image_for(client, "trial")   # the trial image: Python and torch, nothing else of ours
         runtime = runtimes.runtime_for(client, policy, "trial")
@@ -100,12 +101,12 @@ class ModelContainer:
             self._folder, self._listener = _listen()
             mounts.append(Mount(target=CHANNEL_DIR, source=self._folder, type="bind", read_only=True))
             command.append(f"{CHANNEL_DIR}/{SOCKET}")
-        # Invariant 5 (code mode): no data mount, no network; every other wall from the one module.
-        kwargs = hardening.container_kwargs(
-            policy, "evaluation", image.id, command, mounts=mounts, stdin=self._listener is None, labels=labels,
-            cpuset=cpuset, host_mounts=images.host_mounts(image), runtime=runtime,
-        )
         try:
+            # Invariant 5 (code mode): no data mount, no network; every other wall from the one module.
+            kwargs = hardening.container_kwargs(
+                policy, "evaluation", image.id, command, mounts=mounts, stdin=self._listener is None,
+                labels=labels, cpuset=cpuset, host_mounts=images.host_mounts(image), runtime=runtime,
+            )
             self.container = client.containers.create(**kwargs)
             if self._listener is None:
                 self.stream = _AttachedStream(client.api.attach_socket(
@@ -248,7 +249,7 @@ class ModelContainer:
             except OSError:
                 pass
         try:
-            if getattr(self, "container", None) is not None:
+            if self.container is not None:
                 self.container.remove(force=True)
         except (APIError, NotFound):
             pass

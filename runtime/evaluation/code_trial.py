@@ -43,18 +43,18 @@ def _training_mounts(harness: Path) -> list[tuple[Path, str]]:
     return [(harness, f"{LIB}/harness.py"), (HERE / "checkpoint_format.py", f"{LIB}/checkpoint_format.py")]
 
 
-def take_outputs(out_dir: Path, dest: Path, limits: dict) -> tuple[Path, Path, str, int]:
+def take_outputs(out_dir: Path, dest: Path, limits: dict) -> str:
     """The checkpoint and config the training left, checked and copied into `dest` (the host's
-    own files, which the model container mounts): (checkpoint, config, sha256, parameters)."""
+    own files, which the model container mounts); the checkpoint's sha256."""
     dest.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "model.safetensors"
-    header = gates.checkpoint(str(ckpt), max_mb=float(limits["checkpoint_mb"]), max_params=int(limits["max_params"]))
+    gates.checkpoint(str(ckpt), max_mb=float(limits["checkpoint_mb"]), max_params=int(limits["max_params"]))
     # Invariant 8: read as data through a descriptor that never follows a link, capped.
     data = gates.read_plain(str(ckpt), int(float(limits["checkpoint_mb"]) * 2**20))
     cfg = gates.config(gates.read_plain(str(out_dir / "model.json"), int(limits["config_kb"]) * 1024))
     (dest / "model.safetensors").write_bytes(data)
     (dest / "model.json").write_text(json.dumps(cfg))
-    return dest / "model.safetensors", dest / "model.json", hashlib.sha256(data).hexdigest(), header.num_params
+    return hashlib.sha256(data).hexdigest()
 
 
 class EarlyModel:
@@ -125,7 +125,7 @@ def run_code_trial(
         if train.status != TrialStatus.OK:
             return train
         try:
-            sha = take_outputs(work_dir / "out", folder, limits)[2]
+            sha = take_outputs(work_dir / "out", folder, limits)
         except GateFailure as exc:
             return _invalid(train, exc.gate, str(exc), t0, None)
         model = early.take()

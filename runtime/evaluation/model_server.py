@@ -27,29 +27,20 @@ MODEL = "/model"
 
 
 def _channel(path: str | None):
-    """(input, output) of the channel: the host's socket at `path`, else the real stdio."""
+    """(input, send) of the channel: the host's socket at `path`, else the real stdio. `send`
+    writes a frame whole (it loops over short writes) and at once."""
     if path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
-        inp, out = sock.makefile("rb", buffering=0), _Frames(sock.sendall)
+        inp, send = sock.makefile("rb", buffering=0), sock.sendall
     else:
         raw = os.fdopen(os.dup(1), "wb")
-        inp, out = os.fdopen(os.dup(0), "rb", buffering=0), _Frames(lambda data: (raw.write(data), raw.flush()))
+        inp, send = os.fdopen(os.dup(0), "rb", buffering=0), lambda data: (raw.write(data), raw.flush())
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    return inp, out
-
-
-class _Frames:
-    """The private output: each frame written whole (`send` loops over short writes) at once."""
-
-    def __init__(self, send) -> None:
-        self.send = send
-
-    def write(self, data: bytes) -> None:
-        self.send(data)
+    return inp, send
 
 
 def _read(inp, n: int) -> bytes:
@@ -112,7 +103,7 @@ def _prepare():
 
 def main(argv: list[str]) -> None:
     threads = int(argv[0]) if argv else 1
-    inp, out = _channel(argv[1] if len(argv) > 1 else None)
+    inp, send = _channel(argv[1] if len(argv) > 1 else None)
     sys.path[:0] = [p for p in (HERE, SITE) if os.path.isdir(p)]
     import frames
 
@@ -122,7 +113,7 @@ def main(argv: list[str]) -> None:
     except EOFError:
         return
     if magic != frames.START:
-        out.write(frames.error("channel: a request before the start frame"))
+        send(frames.error("channel: a request before the start frame"))
         return
     try:
         if failure is not None:
@@ -130,13 +121,13 @@ def main(argv: list[str]) -> None:
         model = _build(torch, checkpoint_format, threads)
         n = sum(p.numel() for p in model.parameters())
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the host as words
-        out.write(frames.error(f"interface: {type(exc).__name__}: {exc}"))
+        send(frames.error(f"interface: {type(exc).__name__}: {exc}"))
         return
-    out.write(frames.ready(n))
-    _serve(torch, model, inp, out, frames)
+    send(frames.ready(n))
+    _serve(torch, model, inp, send, frames)
 
 
-def _serve(torch, model, inp, out, frames) -> None:
+def _serve(torch, model, inp, send, frames) -> None:
     """Answer forward passes until the host closes the channel."""
     while True:
         try:
@@ -145,19 +136,19 @@ def _serve(torch, model, inp, out, frames) -> None:
         except EOFError:
             return
         if magic != frames.REQUEST:
-            out.write(frames.error("channel: unknown request"))
+            send(frames.error("channel: unknown request"))
             return
         x = torch.frombuffer(bytearray(ids), dtype=torch.int32).reshape(b, t).long()
         try:
             logits = model(x)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
                 shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                out.write(frames.error(f"shape: the forward pass returned {shape}, expected (B, T, V)"))
+                send(frames.error(f"shape: the forward pass returned {shape}, expected (B, T, V)"))
                 continue
             arr = logits.detach().to("cpu", torch.float32).contiguous()
-            out.write(frames.logits_head(*arr.shape) + arr.numpy().tobytes())
+            send(frames.logits_head(*arr.shape) + arr.numpy().tobytes())
         except BaseException as exc:  # noqa: BLE001
-            out.write(frames.error(f"interface: the forward pass raised {type(exc).__name__}: {exc}"))
+            send(frames.error(f"interface: the forward pass raised {type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":

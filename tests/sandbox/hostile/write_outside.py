@@ -1,4 +1,5 @@
-# Attack: write anywhere but the output folder.
+# Attack: write anywhere but the output folder. Every path is inside the trial container
+# (/work/train.py is where the executor mounts the script), never one of the host's.
 import json
 
 targets = ["/evil", "/bilevel/launch.py", "/work/train.py", "/data/canary.txt", "/etc/evil",
